@@ -1,0 +1,140 @@
+"""The notebook as a product: its shape, its committed outputs, its data errors, and a quick end-to-end run."""
+import ast
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbload import NOTEBOOK
+
+ROOT = NOTEBOOK.parent
+sys.path.insert(0, str(ROOT / "tools"))
+FIGURES = ["loglik_curves.png", "samples.png", "layers_grid.png", "interpolations.png"]
+RESULTS = ["metrics.json"]
+
+
+def code_cells(nb):
+    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return nbformat.read(str(NOTEBOOK), as_version=4)
+
+
+def test_lib_cells_only_define(nb):
+    """`#| lib` cells hold imports, constants, functions and classes, nothing that trains or writes."""
+    lib_cells = [s for s in code_cells(nb) if s.startswith("#| lib")]
+    assert len(lib_cells) >= 4
+    for src in lib_cells:
+        for node in ast.parse(src).body:
+            ok = isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))
+            ok |= isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)
+            ok |= isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            assert ok, f"not a definition in a #| lib cell: {ast.unparse(node)[:80]}"
+
+
+def test_one_config_cell(nb):
+    cfg = [s for s in code_cells(nb) if re.search(r"^CFG = ", s, re.M)]
+    assert len(cfg) == 1 and 'os.environ.get("NF_QUICK"' in cfg[0]
+    assert sum("NF_QUICK" in s for s in code_cells(nb)) == 1, "the preset is chosen in the config cell alone"
+
+
+def test_committed_notebook_is_executed_and_clean(nb):
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in cells), "every code cell carries outputs of one run"
+    counts = [c.execution_count for c in cells]
+    assert counts == list(range(1, len(cells) + 1)), "executed once, top to bottom"
+    for c in cells:
+        for o in c.outputs:
+            assert o.output_type != "error", "".join(c.source)[:80]
+            assert not set(o.get("data", {})) & {"image/svg+xml", "application/pdf"}, "inline PNG figures only"
+            if o.output_type == "stream":
+                assert "\r" not in o.text, "progress bars must be saved as single lines"
+    assert NOTEBOOK.stat().st_size < 3_000_000
+    pngs = sum("image/png" in o.get("data", {}) for c in cells for o in c.outputs)
+    assert pngs >= len(FIGURES)
+
+
+def test_committed_results_agree_with_notebook(nb):
+    metrics = json.loads((ROOT / "results" / "metrics.json").read_text())
+    out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"{metrics['test_bpd']:.4f} bits/dim" in out
+    for f in FIGURES:
+        assert (ROOT / "figures" / f).stat().st_size > 1000
+
+
+def test_missing_mnist_says_where_and_what_to_set(lib, tmp_path, monkeypatch):
+    import torchvision
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])   # no network
+    with pytest.raises(RuntimeError, match="NF_DATA_DIR") as e:
+        lib.load_mnist(tmp_path / "nowhere")
+    assert str((tmp_path / "nowhere").resolve()) in str(e.value)
+
+
+def test_corrupt_mnist_is_a_clear_error(lib, tmp_path, monkeypatch):
+    import torchvision
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"]:
+        (raw / name).write_bytes(b"not an idx file")
+    with pytest.raises(RuntimeError, match="NF_DATA_DIR"):
+        lib.load_mnist(tmp_path)
+
+
+def test_dequantize(lib):
+    pix = torch.tensor([[0, 255, 128]], dtype=torch.uint8).repeat(1000, 1)
+    x = lib.dequantize(pix, torch.Generator().manual_seed(0))
+    assert x.dtype == torch.float32
+    k = pix.float()
+    assert torch.all(x >= k / 256) and torch.all(x < (k + 1) / 256)
+    assert abs((x * 256 - k).mean().item() - 0.5) < 0.02               # u ~ U[0, 1): mean 1/2
+    assert torch.equal(lib.fixed_dequantize(pix, 5), lib.fixed_dequantize(pix, 5))
+
+
+def data_dir():
+    """MNIST for the end-to-end run: $NF_DATA_DIR, else the shared copy beside the repository, else data/
+    (where the notebook downloads it)."""
+    if "NF_DATA_DIR" in os.environ:
+        return Path(os.environ["NF_DATA_DIR"])
+    shared = ROOT.parent / "shared" / "data"
+    return shared if (shared / "MNIST" / "raw").is_dir() else ROOT / "data"
+
+
+def digest(paths):
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
+
+
+def test_quick_preset_end_to_end(tmp_path, monkeypatch):
+    from run_notebook import run
+    committed = [NOTEBOOK, *sorted((ROOT / "figures").glob("*")), *sorted((ROOT / "results").glob("*"))]
+    before = digest(committed)
+    monkeypatch.setenv("NF_QUICK", "1")
+    monkeypatch.setenv("NF_OUT_DIR", str(tmp_path))
+    monkeypatch.setenv("NF_DATA_DIR", str(data_dir()))
+    monkeypatch.delenv("NF_CKPT_DIR", raising=False)
+    executed = run(dst=tmp_path / "executed.ipynb", timeout=600)
+
+    for c in executed.cells:
+        for o in c.get("outputs", []):
+            assert o.output_type != "error"
+    for f in FIGURES:
+        assert (tmp_path / "figures" / f).stat().st_size > 1000, f
+    for f in RESULTS:
+        assert (tmp_path / "results" / f).exists(), f
+    assert (tmp_path / "checkpoints" / "best.pt").exists()
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert metrics["quick"] is True and metrics["epochs"] == 2
+    assert math.isfinite(metrics["test_bpd"]) and math.isfinite(metrics["test_nats"])
+    assert metrics["test_bpd"] == pytest.approx(-(metrics["test_nats"] - 784 * math.log(256)) / (784 * math.log(2)))
+    assert len(metrics["curves"]["val_bpd"]) == 2
+    assert digest(committed) == before, "the quick run must not touch the committed notebook, figures or results"
