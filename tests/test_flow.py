@@ -116,8 +116,10 @@ def test_structure(lib):
 
 def test_default_is_the_reported_config(lib):
     model = lib.NormalizingFlow()
-    assert model.layers[0].net[0].out_features == 1024
+    assert model.layers[0].net[0].out_features == 512
     assert model.layers[0].coupling == "affine" and model.preprocess.alpha == 1e-6
+    a, b = lib.make_halves("random")
+    assert torch.equal(model.layers[0].idx_cond, a) and torch.equal(model.layers[0].idx_trans, b)
 
 
 @pytest.mark.parametrize("split", ["contiguous", "checkerboard", "evenodd", "random"])

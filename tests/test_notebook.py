@@ -9,14 +9,17 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 from nbload import NOTEBOOK
 
 ROOT = NOTEBOOK.parent
 sys.path.insert(0, str(ROOT / "tools"))
-FIGURES = ["loglik_curves.png", "samples.png", "layers_grid.png", "interpolations.png"]
-RESULTS = ["metrics.json"]
+FIGURES = ["loglik_curves.png", "samples.png", "layers_grid.png", "interpolations.png",
+           "sample_quality_vs_temperature.png"]
+RESULTS = ["metrics.json", "samples.npz"]
+TEMPS = ["T1.0", "T0.9", "T0.8", "T0.7", "T0.6", "T0.5"]
 
 
 def code_cells(nb):
@@ -91,6 +94,31 @@ def test_corrupt_mnist_is_a_clear_error(lib, tmp_path, monkeypatch):
         lib.load_mnist(tmp_path)
 
 
+def test_sample_quality_metrics(lib):
+    eye = torch.eye(10)
+    sure_all_digits = eye.repeat(10, 1)                              # 100 confident images, 10 of each digit
+    q = lib.sample_quality(sure_all_digits)
+    assert q["confident"] == 1.0 and q["class_entropy"] == pytest.approx(1.0)
+    one_digit_unsure = torch.full((50, 10), 0.02).index_fill_(1, torch.tensor([3]), 0.82)
+    q = lib.sample_quality(one_digit_unsure)
+    assert q["confident"] == 0.0 and q["class_entropy"] == 0.0
+    half = torch.cat([eye[:2].repeat(5, 1), torch.full((10, 10), 0.1)])   # 5 sure 0s, 5 sure 1s, 10 ties -> class 0
+    q = lib.sample_quality(half)
+    assert q["confident"] == 0.5
+    assert q["class_entropy"] == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(10))
+
+
+def test_uint8_bins_round_trip(lib):
+    k = torch.arange(256, dtype=torch.uint8)[None]
+    assert torch.equal(lib.to_uint8(lib.from_uint8(k)), k)
+    x = torch.tensor([[0.0, 1.0, 0.999, 1 / 256, 1 / 256 - 1e-6]])
+    assert lib.to_uint8(x).tolist() == [[0, 255, 255, 1, 0]]
+
+
+def test_classifier_shape(lib):
+    assert lib.DigitClassifier()(torch.rand(3, 784)).shape == (3, 10)
+
+
 def test_dequantize(lib):
     pix = torch.tensor([[0, 255, 128]], dtype=torch.uint8).repeat(1000, 1)
     x = lib.dequantize(pix, torch.Generator().manual_seed(0))
@@ -137,4 +165,10 @@ def test_quick_preset_end_to_end(tmp_path, monkeypatch):
     assert math.isfinite(metrics["test_bpd"]) and math.isfinite(metrics["test_nats"])
     assert metrics["test_bpd"] == pytest.approx(-(metrics["test_nats"] - 784 * math.log(256)) / (784 * math.log(2)))
     assert len(metrics["curves"]["val_bpd"]) == 2
+    assert sorted(metrics["sample_quality"]) == sorted(TEMPS)
+    assert f"T{metrics['headline_temperature']}" in TEMPS
+    assert metrics["inverse_finite_10k"] is True
+    with np.load(tmp_path / "results" / "samples.npz") as npz:
+        assert sorted(npz.files) == sorted(TEMPS)
+        assert all(npz[k].dtype == np.uint8 and npz[k].shape == (200, 784) for k in TEMPS)
     assert digest(committed) == before, "the quick run must not touch the committed notebook, figures or results"
