@@ -142,7 +142,7 @@ def digest(paths):
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
 
 
-def test_quick_preset_end_to_end(tmp_path, monkeypatch):
+def test_quick_preset_end_to_end_and_deterministic(tmp_path, monkeypatch):
     from run_notebook import run
     committed = [NOTEBOOK, *sorted((ROOT / "figures").glob("*")), *sorted((ROOT / "results").glob("*"))]
     before = digest(committed)
@@ -172,3 +172,11 @@ def test_quick_preset_end_to_end(tmp_path, monkeypatch):
         assert sorted(npz.files) == sorted(TEMPS)
         assert all(npz[k].dtype == np.uint8 and npz[k].shape == (200, 784) for k in TEMPS)
     assert digest(committed) == before, "the quick run must not touch the committed notebook, figures or results"
+
+    # same seed, same CPU: a second quick run reproduces every per-epoch number exactly
+    monkeypatch.setenv("NF_OUT_DIR", str(tmp_path / "again"))
+    run(timeout=600)
+    again = json.loads((tmp_path / "again" / "results" / "metrics.json").read_text())
+    for key in ("train_bpd", "val_bpd", "val_nats"):
+        assert again["curves"][key] == metrics["curves"][key], key
+    assert again["test_nats"] == metrics["test_nats"] and again["sample_quality"] == metrics["sample_quality"]

@@ -1,6 +1,7 @@
 """Training robustness: resume after SIGKILL, atomic checkpoints, the NaN guard, determinism."""
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted, tmp_path)
     again = tiny_run(tmp_path / "ckpt", tmp_path / "out.json")
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stdout and "after epoch 1" in again.stdout   # only epoch 2 is repeated
-    assert "epoch   1:" not in again.stdout
+    trained = re.findall(r"epoch +(\d+): +\d+%\|", again.stdout)       # tqdm bars of the epochs trained now
+    assert sorted(set(trained)) == ["2", "3"]
     assert json.loads((tmp_path / "out.json").read_text()) == first
 
 
@@ -103,3 +105,25 @@ def test_inverse_finite_for_perturbed_model(lib):
         assert torch.isfinite(x).all()
         s = model.sample(2000)
     assert torch.isfinite(s).all() and not math.isnan(s.mean().item())
+
+
+def test_resume_only_when_training_keys_match(lib, tmp_path, capsys):
+    sys.path.insert(0, str(HERE))
+    from tiny_run import CFG, data
+
+    train_pix, val_pix = data()
+    val_x = lib.fixed_dequantize(val_pix, seed=1)
+
+    def fit(**changes):
+        torch.manual_seed(0)
+        model = lib.NormalizingFlow(hidden=CFG["hidden"])
+        return lib.fit(model, train_pix, val_x, {**CFG, **changes}, tmp_path)
+
+    fit(epochs=1, clf_epochs=2)
+    capsys.readouterr()
+    hist, _ = fit(epochs=2, clf_epochs=6)           # a report setting changed, and one more epoch asked for
+    out = capsys.readouterr().out
+    assert "after epoch 1" in out and "(restored)" in out and hist["epoch"] == [1, 2]
+    hist, _ = fit(epochs=2, lr=5e-4)                # a training setting changed: start over
+    out = capsys.readouterr().out
+    assert "another config" in out and "epoch   1:" in out and hist["epoch"] == [1, 2]
