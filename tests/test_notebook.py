@@ -17,7 +17,7 @@ from nbload import NOTEBOOK
 ROOT = NOTEBOOK.parent
 sys.path.insert(0, str(ROOT / "tools"))
 FIGURES = ["loglik_curves.png", "samples.png", "layers_grid.png", "interpolations.png",
-           "sample_quality_vs_temperature.png"]
+           "sample_quality_vs_temperature.png", "ablations.png"]
 RESULTS = ["metrics.json", "samples.npz"]
 TEMPS = ["T1.0", "T0.9", "T0.8", "T0.7", "T0.6", "T0.5"]
 
@@ -72,6 +72,17 @@ def test_committed_results_agree_with_notebook(nb):
     assert f"{metrics['test_bpd']:.4f} bits/dim" in out
     for f in FIGURES:
         assert (ROOT / "figures" / f).stat().st_size > 1000
+
+
+def test_committed_ablation_table_is_the_results_file(nb):
+    """The notebook's ablation table is results/ablations.json: >= 8 variants on one budget, every row shown."""
+    abl = json.loads((ROOT / "results" / "ablations.json").read_text())
+    assert abl["quick"] is False and len(abl["variants"]) >= 8
+    assert len({json.dumps(r["model"], sort_keys=True) for r in abl["variants"]}) == len(abl["variants"])
+    md = "".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
+                 for o in c.outputs)
+    for r in abl["variants"]:
+        assert f"| {r['change']} | {r['val_bpd']:.4f} | {r['test_bpd']:.4f} |" in md, r["name"]
 
 
 def test_missing_mnist_says_where_and_what_to_set(lib, tmp_path, monkeypatch):
@@ -173,9 +184,15 @@ def test_quick_preset_end_to_end_and_deterministic(tmp_path, monkeypatch):
         assert all(npz[k].dtype == np.uint8 and npz[k].shape == (200, 784) for k in TEMPS)
     assert digest(committed) == before, "the quick run must not touch the committed notebook, figures or results"
 
-    # same seed, same CPU: a second quick run reproduces every per-epoch number exactly
+    # same seed, same CPU: a second quick run reproduces every per-epoch number exactly; this one also trains the
+    # ablation's variants in the notebook (NF_ABLATE=1) and shows its own table
     monkeypatch.setenv("NF_OUT_DIR", str(tmp_path / "again"))
+    monkeypatch.setenv("NF_ABLATE", "1")
     run(timeout=600)
+    abl = json.loads((tmp_path / "again" / "results" / "ablations.json").read_text())
+    assert len(abl["variants"]) == 9 and abl["budget"]["train"]["epochs"] == 1
+    assert all(math.isfinite(r["test_bpd"]) for r in abl["variants"])
+    assert (tmp_path / "again" / "figures" / "ablations.png").stat().st_size > 1000
     again = json.loads((tmp_path / "again" / "results" / "metrics.json").read_text())
     for key in ("train_bpd", "val_bpd", "val_nats"):
         assert again["curves"][key] == metrics["curves"][key], key
