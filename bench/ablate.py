@@ -41,6 +41,16 @@ def data_dir() -> str:
     return str(shared if shared.exists() else ROOT / "data")
 
 
+def notebook_data(lib, cfg, device):
+    """MNIST and the notebook's data: uint8 train pixels, fixed-dequantized validation and test sets."""
+    mnist = lib.load_mnist(data_dir())
+    split = torch.randperm(60_000, generator=torch.Generator().manual_seed(1234))   # the notebook's split
+    train_pix = mnist["train_x"][split[:50_000][: cfg["n_train"]]].to(device)
+    val_x = lib.fixed_dequantize(mnist["train_x"][split[50_000:][: cfg["n_val"]]], seed=1).to(device)
+    test_x = lib.fixed_dequantize(mnist["test_x"][: cfg["n_test"]], seed=2).to(device)
+    return mnist, train_pix, val_x, test_x
+
+
 def headline_temperature() -> float:
     """The report's headline T, from the committed results/metrics.json (0.9 there); 0.9 if absent."""
     path = ROOT / "results" / "metrics.json"
@@ -74,11 +84,7 @@ def main(argv=None) -> None:
     cfg = {**BASE_TRAIN, **(QUICK_TRAIN if args.quick else {}), "epochs": args.epochs}
     out, ckpt = Path(args.out), Path(args.ckpt)
     ckpt.mkdir(parents=True, exist_ok=True)
-    mnist = lib.load_mnist(data_dir())
-    split = torch.randperm(60_000, generator=torch.Generator().manual_seed(1234))   # the notebook's split
-    train_pix = mnist["train_x"][split[:50_000][: cfg["n_train"]]].to(device)
-    val_x = lib.fixed_dequantize(mnist["train_x"][split[50_000:][: cfg["n_val"]]], seed=1).to(device)
-    test_x = lib.fixed_dequantize(mnist["test_x"][: cfg["n_test"]], seed=2).to(device)
+    mnist, train_pix, val_x, test_x = notebook_data(lib, cfg, device)
     clf = get_classifier(lib, mnist, cfg, ckpt / "classifier.pt", device)
     temps = sorted({1.0, headline_temperature()}, reverse=True)
 

@@ -22,7 +22,6 @@
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -34,8 +33,10 @@ import torch
 import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 from nbload import load_lib  # noqa: E402
+
+from bench.ablate import data_dir  # noqa: E402
 
 QUALITY_BPD = 1.85
 
@@ -214,14 +215,6 @@ def time_to_quality():
     return out
 
 
-def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="512,1024", help="hidden widths to time (default 512,1024)")
@@ -247,8 +240,7 @@ def main(argv=None) -> None:
         lib_before = load_lib(Path(f.name))
     # one fixed batch of real dequantized MNIST if present (the data does not change the FLOPs), else uniform noise
     try:
-        data_dir = os.environ.get("NF_DATA_DIR", str(ROOT.parent / "shared" / "data"))
-        pix = lib.load_mnist(data_dir)["train_x"][: args.batch]
+        pix = lib.load_mnist(data_dir())["train_x"][: args.batch]
         x = lib.fixed_dequantize(pix, seed=0)
     except RuntimeError:
         x = torch.rand(args.batch, lib.D, generator=torch.Generator().manual_seed(0))
@@ -257,7 +249,8 @@ def main(argv=None) -> None:
         "command": "python bench/bench.py" + (" --quick" if args.quick else f" --before {args.before}")
                    + (" --compile" if args.compile else ""),
         "quick": args.quick,
-        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "machine": {"cpu": lib.describe_device(torch.device("cpu")), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
                     "nflows": getattr(nflows, "__version__", "0.14"), "device": "cpu", "dtype": "float32"},
         "method": {"step": "mean-bpd loss, backward, clip_grad_norm_(1.0), fused Adam step; one fixed batch",
                    "repeats": repeats, "steps_per_repeat": steps, "warmup_steps": warmup,

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 from nbload import load_lib  # noqa: E402
 
-from bench.ablate import BASE_MODEL, BASE_TRAIN, data_dir  # noqa: E402
+from bench.ablate import BASE_MODEL, BASE_TRAIN, notebook_data  # noqa: E402
 
 INTS = {"hidden", "batch_size", "epochs", "n_train"}
 
@@ -43,10 +43,7 @@ def main() -> None:
     lib = load_lib()
     device = lib.pick_device()
     t0 = time.time()
-    mnist = lib.load_mnist(data_dir())
-    split = torch.randperm(60_000, generator=torch.Generator().manual_seed(1234))   # the notebook's split
-    train_pix = mnist["train_x"][split[:50_000][: cfg["n_train"]]].to(device)
-    val_x = lib.fixed_dequantize(mnist["train_x"][split[50_000:][: cfg["n_val"]]], seed=1).to(device)
+    _, train_pix, val_x, _ = notebook_data(lib, cfg, device)
     lib.set_seed(cfg["seed"])
     model = lib.NormalizingFlow(**{k: cfg[k] for k in BASE_MODEL}).to(device)
     hist, best = lib.fit(model, train_pix, val_x, cfg, ROOT / "checkpoints" / "ttq" / name)
