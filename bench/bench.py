@@ -1,15 +1,15 @@
 """Train-step throughput of the notebook's flow against nflows and against this machine's matmul peak.
 
-    pip install -r bench/requirements.txt && python bench/bench.py          # writes results/bench.json
-    python bench/bench.py --quick --out /tmp/bench.json                     # a seconds-long smoke run
+    pip install -r bench/requirements.txt && python bench/bench.py --compile   # ~11 min: results/bench.json
+    python bench/bench.py --quick --out /tmp/bench.json                        # a seconds-long smoke run
 
 1. Peer: the same architecture built from nflows 0.14 (a CompositeTransform of a logit transform, 4 nflows
    AffineCouplingTransforms with the same halves and the same 5-Linear MLP, each followed by a learned per-feature
    exp(s_i) transform; a StandardNormal base). Before timing, the notebook's weights are copied into it and both
    log-likelihoods must agree (float64), so both time the same function.
 2. Train step = loss (mean bits/dim) -> backward -> clip_grad_norm_(1.0) -> fused Adam step, on one fixed batch of
-   dequantized MNIST, same dtype (float32), same threads, same process; warm-up, then repeats interleaved between
-   the two models; the median is reported.
+   dequantized MNIST (batch 128, the notebook's and the issue's reference, then 256 and 512; --batches), same
+   dtype (float32), same threads, same process; warm-up, then repeats interleaved between the models; the median.
 3. Roofline: the step's matmul FLOPs are counted from the layer shapes,
        FLOPs/step = 3 x 2 B sum_l in_l out_l   (forward Y = X W^T; backward dX = dY W and dW = dY^T X)
    over the 5 Linears of the 4 coupling MLPs (biases and elementwise ops not counted). torch.matmul is timed on
@@ -20,6 +20,7 @@
    full-preset run recorded in results/metrics.json (the notebook's committed run) and any results/ttq_*.json.
 """
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -195,8 +196,10 @@ def bench_width(lib, x, hidden, repeats, steps, warmup, lib_before=None, compile
     }
 
 
-def time_to_quality():
-    """First epoch with validation <= 1.85 bits/dim, and the cumulative training seconds to the end of it."""
+def time_to_quality(defaults):
+    """First epoch with validation <= 1.85 bits/dim, and the cumulative training seconds to the end of it.
+
+    defaults: the notebook's TRAIN_DEFAULTS, the value of a training key that a run's config leaves out."""
     out = []
     sources = [ROOT / "results" / "metrics.json"] + sorted((ROOT / "results").glob("ttq_*.json"))
     for path in sources:
@@ -207,7 +210,8 @@ def time_to_quality():
         hit = next((i for i, v in enumerate(curves["val_bpd"]) if v <= QUALITY_BPD), None)
         out.append({
             "source": str(path.relative_to(ROOT)), "device": m.get("device_name"), "threads": m.get("threads"),
-            "config": {k: cfg.get(k) for k in ("hidden", "batch_size", "lr", "lr_gamma", "lr_schedule", "epochs")},
+            "config": {k: cfg.get(k, defaults.get(k))
+                       for k in ("hidden", "batch_size", "lr", "lr_gamma", "lr_schedule", "epochs")},
             "epoch": None if hit is None else curves["epoch"][hit],
             "seconds": None if hit is None else sum(curves["epoch_s"][: hit + 1]),
             "val_bpd_at_that_epoch": None if hit is None else curves["val_bpd"][hit],
@@ -215,10 +219,19 @@ def time_to_quality():
     return out
 
 
+def report_time_to_quality(lib) -> dict:
+    ttq = {"target_val_bpd": QUALITY_BPD, "runs": time_to_quality(lib.TRAIN_DEFAULTS)}
+    for t in ttq["runs"]:
+        minutes = "never" if t["seconds"] is None else f"{t['seconds'] / 60:.1f} min"
+        print(f"time to val <= {QUALITY_BPD}: {t['source']}: epoch {t['epoch']}, {minutes}")
+    return ttq
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="512,1024", help="hidden widths to time (default 512,1024)")
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batches", default="128,256,512",
+                    help="batch sizes to time (default 128,256,512; 128 is the notebook's and the issue's reference)")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--steps", type=int, default=5, help="train steps per timed repeat")
     ap.add_argument("--before", default="da25554", help="git revision of the notebook to time as 'ours_before' "
@@ -226,8 +239,17 @@ def main(argv=None) -> None:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile(calc_likelihood)")
     ap.add_argument("--quick", action="store_true", help="width 64, 2 repeats: a smoke run, not a result")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
+    ap.add_argument("--ttq-only", action="store_true",
+                    help="only refresh the time-to-quality table of an existing --out from results/ (seconds)")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.ttq_only:                                # keep the timings, refresh the time-to-quality table
+        res = json.loads(out.read_text())
+        res["time_to_quality"] = report_time_to_quality(load_lib())
+        out.write_text(json.dumps(res, indent=1))
+        return
     widths = [64] if args.quick else [int(w) for w in args.widths.split(",")]
+    batches = [128] if args.quick else [int(b) for b in args.batches.split(",")]
     repeats, steps, warmup = (2, 2, 1) if args.quick else (args.repeats, args.steps, 3)
 
     lib = load_lib()
@@ -240,14 +262,15 @@ def main(argv=None) -> None:
         lib_before = load_lib(Path(f.name))
     # one fixed batch of real dequantized MNIST if present (the data does not change the FLOPs), else uniform noise
     try:
-        pix = lib.load_mnist(data_dir())["train_x"][: args.batch]
+        pix = lib.load_mnist(data_dir())["train_x"][: max(batches)]
         x = lib.fixed_dequantize(pix, seed=0)
     except RuntimeError:
-        x = torch.rand(args.batch, lib.D, generator=torch.Generator().manual_seed(0))
+        x = torch.rand(max(batches), lib.D, generator=torch.Generator().manual_seed(0))
     import nflows
     res = {
-        "command": "python bench/bench.py" + (" --quick" if args.quick else f" --before {args.before}")
-                   + (" --compile" if args.compile else ""),
+        "command": "python bench/bench.py" + (
+            " --quick" if args.quick else f" --widths {args.widths} --batches {args.batches} --before {args.before}")
+        + (" --compile" if args.compile else ""),
         "quick": args.quick,
         "machine": {"cpu": lib.describe_device(torch.device("cpu")), "threads": torch.get_num_threads(),
                     "torch": torch.__version__,
@@ -256,12 +279,12 @@ def main(argv=None) -> None:
                    "repeats": repeats, "steps_per_repeat": steps, "warmup_steps": warmup,
                    "flops_formula": "6 * B * sum over the 20 Linears of in_features * out_features",
                    "roofline_fraction": "sum of torch.matmul times on the step's GEMM shapes / train-step time"},
-        "widths": {},
+        "entries": {},                                              # key "WIDTH/BATCH"
     }
-    for w in widths:
-        r = bench_width(lib, x, w, repeats, steps, warmup, lib_before, args.compile)
-        res["widths"][str(w)] = r
-        print(f"width {w}: ours {r['step_s_median']['ours'] * 1e3:.1f} ms/step "
+    for w, b in itertools.product(widths, batches):
+        r = bench_width(lib, x[:b], w, repeats, steps, warmup, lib_before, args.compile)
+        res["entries"][f"{w}/{b}"] = r
+        print(f"width {w}, batch {b}: ours {r['step_s_median']['ours'] * 1e3:.1f} ms/step "
               f"({r['images_per_s']['ours']:.0f} img/s), nflows {r['step_s_median']['nflows'] * 1e3:.1f} ms/step "
               f"({r['images_per_s']['nflows']:.0f} img/s) -> speedup {r['speedup_vs_peer']:.3f} | "
               f"{r['flops_per_step'] / 1e9:.2f} GFLOP/step, matmul peak {r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s, "
@@ -271,11 +294,7 @@ def main(argv=None) -> None:
                  f"{r['speedup_vs_before']:.3f}" if lib_before else "")
               + (f" | compiled {r['step_s_median']['ours_compiled'] * 1e3:.1f} ms/step" if args.compile else ""),
               flush=True)
-    res["time_to_quality"] = {"target_val_bpd": QUALITY_BPD, "runs": time_to_quality()}
-    for t in res["time_to_quality"]["runs"]:
-        minutes = "never" if t["seconds"] is None else f"{t['seconds'] / 60:.1f} min"
-        print(f"time to val <= {QUALITY_BPD}: {t['source']}: epoch {t['epoch']}, {minutes}")
-    out = Path(args.out)
+    res["time_to_quality"] = report_time_to_quality(lib)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
 

@@ -17,3 +17,29 @@ def load_lib(path=NOTEBOOK) -> types.ModuleType:
     mod.__file__ = str(path)
     exec(compile(lib_source(path), f"{path}#lib", "exec"), mod.__dict__)
     return mod
+
+
+def notebook_config(path=NOTEBOOK, quick: bool = False) -> dict:
+    """The notebook's CFG (full preset, or the quick one), from its config cell run in a scratch folder."""
+    import contextlib
+    import io
+    import os
+    import re
+    import tempfile
+
+    cells = json.loads(Path(path).read_text())["cells"]
+    src = next("".join(c["source"]) for c in cells
+               if c["cell_type"] == "code" and re.search(r"^CFG = ", "".join(c["source"]), re.M))
+    ns = dict(load_lib(path).__dict__)
+    saved = {k: os.environ.get(k) for k in ("NF_QUICK", "NF_OUT_DIR", "NF_CKPT_DIR")}
+    with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
+        os.environ.update(NF_QUICK="1" if quick else "0", NF_OUT_DIR=scratch, NF_CKPT_DIR=scratch)
+        try:
+            exec(compile(src, f"{path}#config", "exec"), ns)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return ns["CFG"]

@@ -1,6 +1,8 @@
 """The ablation runner and the benchmark: their quick modes end to end, and the peer model's equivalence."""
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import fake_batch, perturb
+from nbload import NOTEBOOK, notebook_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,9 +71,30 @@ def test_bench_quick_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     run([str(ROOT / "bench" / "bench.py"), "--quick", "--out", str(out)], tmp_path)
     res = json.loads(out.read_text())
-    r = res["widths"]["64"]
+    r = res["entries"]["64/128"]
     # FLOPs from the layer shapes: 6 B sum(in * out) over 4 MLPs of 392 -> 64 -> 64 -> 64 -> 64 -> 784
     assert r["flops_per_step"] == 6 * 128 * 4 * (392 * 64 + 3 * 64 * 64 + 64 * 784)
     assert r["loglik_max_abs_diff_vs_peer_float64"] < 1e-6
     assert r["speedup_vs_peer"] > 0 and 0 < r["roofline_fraction"]["ours"]
-    assert res["time_to_quality"]["target_val_bpd"] == 1.85
+    ttq = res.pop("time_to_quality")
+    assert ttq["target_val_bpd"] == 1.85
+    assert all(t["config"]["lr_schedule"] in ("step", "cosine") for t in ttq["runs"]), "defaults fill a missing key"
+    out.write_text(json.dumps(res))
+    run([str(ROOT / "bench" / "bench.py"), "--ttq-only", "--out", str(out)], tmp_path)
+    assert json.loads(out.read_text()) == {**res, "time_to_quality": ttq}, "--ttq-only only refreshes that table"
+
+
+def test_ttq_runs_the_notebooks_own_full_preset(tmp_path, monkeypatch):
+    """bench/ttq.py reads CFG from the config cell (no copy to drift), in a scratch folder, leaving the env alone."""
+    from bench.ttq import MODEL_KEYS
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NF_OUT_DIR", "keep-me")
+    env = dict(os.environ)
+    full, quick = notebook_config(), notebook_config(quick=True)
+    assert dict(os.environ) == env
+    assert list(tmp_path.iterdir()) == [], "the config cell's folders go to a scratch directory"
+    assert full["epochs"] > quick["epochs"] and full["n_train"] == 50_000 > quick["n_train"]
+    cell = next("".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"]
+                if "MODEL_KW = " in "".join(c["source"]))
+    keys = re.search(r"MODEL_KW = \{k: CFG\[k\] for k in (\([^)]*\))", cell).group(1)
+    assert ast.literal_eval(keys) == MODEL_KEYS
