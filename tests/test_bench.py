@@ -98,3 +98,11 @@ def test_ttq_runs_the_notebooks_own_full_preset(tmp_path, monkeypatch):
                 if "MODEL_KW = " in "".join(c["source"]))
     keys = re.search(r"MODEL_KW = \{k: CFG\[k\] for k in (\([^)]*\))", cell).group(1)
     assert ast.literal_eval(keys) == MODEL_KEYS
+
+
+def test_profile_step_groups_the_step(tmp_path):
+    """bench/profile_step.py: a tiny model's step, split into GEMMs, Adam, clipping and the rest."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "profile_step.py"), "--hidden", "16", "--batch", "8"],
+                         cwd=tmp_path, check=True, capture_output=True, text=True, timeout=300).stdout
+    shares = [float(m) for m in re.findall(r"\(\s*([\d.]+)%\)", out)]
+    assert len(shares) == 4 and abs(sum(shares) - 100) < 0.5 and shares[0] > 0, out
