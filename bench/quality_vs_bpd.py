@@ -22,6 +22,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 from nbload import load_lib  # noqa: E402
 
 from bench.ablate import BASE_TRAIN, get_classifier, notebook_data  # noqa: E402
+from bench.ttq import MODEL_KEYS  # noqa: E402
 
 DEFAULT = {
     "w512_80ep_step (notebook)": "checkpoints/best.pt",
@@ -31,7 +32,6 @@ DEFAULT = {
     "w512_10ep_step (ablation base)": "checkpoints/ablate/base/best.pt",
     "w256_10ep_step (ablation width_256)": "checkpoints/ablate/width_256/best.pt",
 }
-MODEL_KEYS = ("hidden", "coupling", "split", "logit_alpha", "scale_bound")
 TEMPERATURES, DRAWS, N = (1.0, 0.9), 3, 1000
 
 
