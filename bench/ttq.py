@@ -4,8 +4,7 @@
 
 Uses the notebook's own `fit()` on its 50,000-image training split, with the notebook's full preset (its CFG, read
 from the config cell) unless overridden, and stops after the first epoch whose validation bits/dim is <= 1.85
-(stop_val_bpd=-1: train all epochs; the notebook then resumes from checkpoints/ttq/NAME/last.pt when the config
-matches). Writes results/ttq_NAME.json (per-epoch curves and seconds, config, machine);
+(stop_val_bpd=-1: train all epochs). Writes results/ttq_NAME.json (per-epoch curves and seconds, config, machine);
 bench/bench.py reads it into results/bench.json. Checkpoints: checkpoints/ttq/NAME/ (a killed run resumes).
 """
 import json

@@ -1,15 +1,24 @@
 """Load the notebook's `#| lib` cells (imports, constants, functions, classes) as a module."""
+import contextlib
+import io
 import json
+import os
+import re
+import tempfile
 import types
 from pathlib import Path
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "normalizing_flows.ipynb"
 
 
-def lib_source(path=NOTEBOOK) -> str:
+def code_sources(path=NOTEBOOK) -> list:
+    """The source text of every code cell, in order."""
     cells = json.loads(Path(path).read_text())["cells"]
-    srcs = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
-    return "\n\n".join(s for s in srcs if s.lstrip().startswith("#| lib"))
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+
+
+def lib_source(path=NOTEBOOK) -> str:
+    return "\n\n".join(s for s in code_sources(path) if s.lstrip().startswith("#| lib"))
 
 
 def load_lib(path=NOTEBOOK) -> types.ModuleType:
@@ -21,15 +30,7 @@ def load_lib(path=NOTEBOOK) -> types.ModuleType:
 
 def notebook_config(path=NOTEBOOK, quick: bool = False) -> dict:
     """The notebook's CFG (full preset, or the quick one), from its config cell run in a scratch folder."""
-    import contextlib
-    import io
-    import os
-    import re
-    import tempfile
-
-    cells = json.loads(Path(path).read_text())["cells"]
-    src = next("".join(c["source"]) for c in cells
-               if c["cell_type"] == "code" and re.search(r"^CFG = ", "".join(c["source"]), re.M))
+    src = next(s for s in code_sources(path) if re.search(r"^CFG = ", s, re.M))
     ns = dict(load_lib(path).__dict__)
     saved = {k: os.environ.get(k) for k in ("NF_QUICK", "NF_OUT_DIR", "NF_CKPT_DIR")}
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import fake_batch, perturb
-from nbload import NOTEBOOK, notebook_config
+from nbload import code_sources, notebook_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -94,8 +94,7 @@ def test_ttq_runs_the_notebooks_own_full_preset(tmp_path, monkeypatch):
     assert dict(os.environ) == env
     assert list(tmp_path.iterdir()) == [], "the config cell's folders go to a scratch directory"
     assert full["epochs"] > quick["epochs"] and full["n_train"] == 50_000 > quick["n_train"]
-    cell = next("".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"]
-                if "MODEL_KW = " in "".join(c["source"]))
+    cell = next(s for s in code_sources() if "MODEL_KW = " in s)
     keys = re.search(r"MODEL_KW = \{k: CFG\[k\] for k in (\([^)]*\))", cell).group(1)
     assert ast.literal_eval(keys) == MODEL_KEYS
 
