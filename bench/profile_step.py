@@ -1,9 +1,10 @@
-"""Where one train step's time goes: torch profiler over 10 steps of bench.py's step, grouped by kind of op.
+"""Where one train step's time goes: torch profiler over 10 of the notebook's own train steps, grouped by kind of op.
 
-    python bench/profile_step.py [--hidden 512] [--batch 128]     # about a minute; prints, writes nothing
+    python bench/profile_step.py [--hidden WIDTH] [--batch B] [--fp32]   # about a minute; prints, writes nothing
 
-Groups (self CPU time per step): GEMMs (aten::mm, aten::addmm), Adam (the fused kernel and its Python step),
-gradient clipping (the norms and the rescaling mul_), everything else; then the 15 most expensive ops.
+The step is the notebook's make_train_step() with its config (on a CPU: bf16 autocast MLPs unless --fp32). Groups
+(self CPU time per step): GEMMs (aten::mm, aten::addmm), Adam (the fused kernel and its Python step), gradient
+clipping (the norms and the rescaling mul_, one per parameter tensor), everything else; then the 15 costliest ops.
 """
 import argparse
 import sys
@@ -12,11 +13,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
-from nbload import load_lib  # noqa: E402
-
-from bench.bench import make_step  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import config, lib  # noqa: E402
 
 GROUPS = {"GEMMs": ("aten::mm", "aten::addmm"), "Adam": ("aten::_fused_adam_", "Optimizer.step#Adam.step"),
           "clipping": ("aten::linalg_vector_norm", "aten::mul_")}
@@ -24,24 +22,28 @@ GROUPS = {"GEMMs": ("aten::mm", "aten::addmm"), "Adam": ("aten::_fused_adam_", "
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hidden", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--hidden", type=int, default=None, help="default: the notebook's width")
+    ap.add_argument("--batch", type=int, default=None, help="default: the notebook's batch size")
+    ap.add_argument("--fp32", action="store_true", help="float32 instead of the default precision")
     args = ap.parse_args()
-    lib = load_lib()
+    cfg = config()
+    cfg.update(hidden=args.hidden or cfg["hidden"], batch_size=args.batch or cfg["batch_size"])
+    cfg["cpu_bf16"] = cfg["cpu_bf16"] and not args.fp32
     torch.manual_seed(0)
-    model = lib.NormalizingFlow(hidden=args.hidden)
-    x = torch.rand(args.batch, lib.D, generator=torch.Generator().manual_seed(0))
-    step = make_step(lib, model, model.calc_likelihood, x)
+    model = lib.NormalizingFlow(**lib.model_kwargs(cfg))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    step = lib.make_train_step(model, opt, cfg, torch.device("cpu"))
+    x = torch.rand(cfg["batch_size"], lib.D, generator=torch.Generator().manual_seed(0))
     for _ in range(5):
-        step()
+        step(x)
     n = 10
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(n):
-            step()
+            step(x)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / n / 1e3
-    print(f"width {args.hidden}, batch {args.batch}, {torch.get_num_threads()} threads: {total:.1f} ms of self CPU "
-          "time per step")
+    print(f"width {cfg['hidden']}, batch {cfg['batch_size']}, bf16 MLPs {cfg['cpu_bf16']}, "
+          f"{torch.get_num_threads()} threads: {total:.1f} ms of self CPU time per step")
     grouped = 0.0
     for name, ops in GROUPS.items():
         ms = sum(e.self_cpu_time_total for e in events if e.key in ops) / n / 1e3

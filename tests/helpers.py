@@ -1,5 +1,20 @@
-"""Shared test helpers: random parameter perturbation and MNIST-like fake batches."""
+"""Shared test helpers: flows of the notebook's configuration, parameter perturbation, MNIST-like fake batches."""
+import functools
+
 import torch
+
+from tools.nbload import load_lib, notebook_config
+
+
+@functools.cache
+def _model_kw() -> dict:
+    lib = load_lib()
+    return lib.model_kwargs(notebook_config(lib=lib))
+
+
+def flow(lib, **changes):
+    """NormalizingFlow of the notebook's configuration (its CFG), with some arguments changed."""
+    return lib.NormalizingFlow(**{**_model_kw(), **changes})
 
 
 def perturb(model, std=0.05, seed=0):

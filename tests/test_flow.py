@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from helpers import fake_batch, perturb
+from helpers import fake_batch, flow, perturb
 from torch import nn
 
 VARIANTS = [  # (coupling, split, logit_alpha)
@@ -16,7 +16,7 @@ VARIANTS = [  # (coupling, split, logit_alpha)
 
 def make(lib, coupling="affine", split="checkerboard", alpha=1e-6, hidden=32, dtype=torch.float32, seed=0):
     torch.manual_seed(seed)
-    model = lib.NormalizingFlow(hidden=hidden, coupling=coupling, split=split, logit_alpha=alpha).to(dtype)
+    model = flow(lib, hidden=hidden, coupling=coupling, split=split, logit_alpha=alpha).to(dtype)
     return perturb(model, seed=seed)
 
 
@@ -79,10 +79,10 @@ def test_calc_likelihood_is_change_of_variables(lib):
 def test_likelihood_of_untrained_flow_is_analytic(lib):
     """At initialisation the couplings are the identity: p(x) is a Gaussian pushed through the logit alone."""
     x = fake_batch(4, dtype=torch.float64)
-    plain = lib.NormalizingFlow(hidden=16, logit_alpha=None).double()
+    plain = flow(lib, hidden=16, logit_alpha=None).double()
     assert torch.allclose(plain.calc_likelihood(x), (-0.5 * x**2 - 0.5 * math.log(2 * math.pi)).sum(1), atol=1e-9)
     a = 0.05
-    logit = lib.NormalizingFlow(hidden=16, logit_alpha=a).double()
+    logit = flow(lib, hidden=16, logit_alpha=a).double()
     p = a + (1 - 2 * a) * x
     y = torch.log(p / (1 - p))
     dy_dx = (1 - 2 * a) / (p * (1 - p))
@@ -100,26 +100,40 @@ def test_bits_per_dim_by_hand(lib):
 
 
 # ---------------------------------------------------------------- structure
-def test_structure(lib):
-    model = lib.NormalizingFlow()
+def test_structure(lib, full_cfg):
+    model = lib.NormalizingFlow(**lib.model_kwargs(full_cfg))
     assert len(model.layers) == 4
     for layer in model.layers:
         linears = [m for m in layer.net if isinstance(m, nn.Linear)]
         assert len(linears) == 5
         assert [type(m) for m in layer.net] == [nn.Linear, nn.ReLU] * 4 + [nn.Linear]
-        assert linears[0].in_features == 392
+        assert linears[0].in_features == 392 and linears[0].out_features == full_cfg["hidden"]
         assert isinstance(layer.s, nn.Parameter) and layer.s.shape == (784,)
         assert torch.all(linears[-1].weight == 0) and torch.all(linears[-1].bias == 0)
     assert [n for n, p in model.named_parameters() if p.shape == (784,) and n.endswith(".s")] == [
         f"layers.{i}.s" for i in range(4)]
 
 
-def test_default_is_the_reported_config(lib):
-    model = lib.NormalizingFlow()
-    assert model.layers[0].net[0].out_features == 512
-    assert model.layers[0].coupling == "affine" and model.preprocess.alpha == 1e-6
-    a, b = lib.make_halves("random")
+def test_model_is_built_from_the_config_alone(lib, full_cfg):
+    """NormalizingFlow has no hidden defaults for the model's hyperparameters: the config cell is their one source."""
+    with pytest.raises(TypeError):
+        lib.NormalizingFlow()
+    kw = lib.model_kwargs(full_cfg)
+    assert set(kw) == set(lib.MODEL_KEYS)
+    model = lib.NormalizingFlow(**kw)
+    assert {k: model.kwargs[k] for k in lib.MODEL_KEYS} == kw
+    a, b = lib.make_halves(full_cfg["split"])
     assert torch.equal(model.layers[0].idx_cond, a) and torch.equal(model.layers[0].idx_trans, b)
+
+
+def test_checkpoint_rebuilds_the_exact_model(lib, tmp_path):
+    """load_flow() rebuilds a model from a checkpoint's own arguments, not from the current config."""
+    model = perturb(flow(lib, hidden=24, split="checkerboard", coupling="additive", logit_alpha=0.01), seed=4)
+    lib.atomic_save({"model": model.state_dict(), "model_kw": model.kwargs, "epoch": 1}, tmp_path / "best.pt")
+    again, ck = lib.load_flow(tmp_path / "best.pt")
+    x = fake_batch(4)
+    assert ck["epoch"] == 1 and again.kwargs == model.kwargs
+    assert torch.equal(again.calc_likelihood(x), model.eval().calc_likelihood(x))
 
 
 @pytest.mark.parametrize("split", ["contiguous", "checkerboard", "evenodd", "random"])
@@ -147,7 +161,7 @@ def test_copied_half_is_only_scaled(lib):
 
 
 def test_untrained_flow_is_the_preprocessing(lib):
-    model = lib.NormalizingFlow(hidden=16)
+    model = flow(lib, hidden=16)
     x = fake_batch(3)
     z, log_det = model(x)
     y, ld_pre = model.preprocess(x)
@@ -156,9 +170,9 @@ def test_untrained_flow_is_the_preprocessing(lib):
 
 def test_bad_split_or_coupling(lib):
     with pytest.raises(ValueError, match="split"):
-        lib.NormalizingFlow(hidden=8, split="diagonal")
+        flow(lib, hidden=8, split="diagonal")
     with pytest.raises(ValueError, match="coupling"):
-        lib.NormalizingFlow(hidden=8, coupling="spline")
+        flow(lib, hidden=8, coupling="spline")
 
 
 # ---------------------------------------------------------------- intermediates and sampling
@@ -188,7 +202,7 @@ def test_sample(lib):
 
 def test_one_step_lowers_nll(lib):
     torch.manual_seed(0)
-    model = lib.NormalizingFlow(hidden=32)
+    model = flow(lib, hidden=32)
     x = fake_batch(32)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = -model.calc_likelihood(x).mean()
@@ -219,7 +233,7 @@ BAD_DATA = {
 @pytest.mark.parametrize("case", list(BAD_DATA))
 @pytest.mark.parametrize("method", ["forward", "calc_likelihood"])
 def test_bad_data_raises_value_error(lib, method, case):
-    model = lib.NormalizingFlow(hidden=8)
+    model = flow(lib, hidden=8)
     fn = model if method == "forward" else model.calc_likelihood
     with pytest.raises(ValueError, match=r"\[B, 784\]|floating|NaN|\[0, 1\]"):
         fn(BAD_DATA[case])
@@ -227,19 +241,46 @@ def test_bad_data_raises_value_error(lib, method, case):
 
 @pytest.mark.parametrize("case", ["integer pixels", "unflattened [B, 28, 28]", "783 columns", "NaN", "inf"])
 def test_bad_latent_raises_value_error(lib, case):
-    model = lib.NormalizingFlow(hidden=8)
+    model = flow(lib, hidden=8)
     with pytest.raises(ValueError, match=r"z "):
         model.inverse(BAD_DATA[case])
 
 
 def test_inverse_accepts_latents_outside_unit_interval(lib):
-    model = lib.NormalizingFlow(hidden=8)
+    model = flow(lib, hidden=8)
     assert model.inverse(torch.randn(2, 784) * 5).shape == (2, 784)
 
 
 @pytest.mark.parametrize("n,t", [(0, 1.0), (-3, 1.0), (2.5, 1.0), (True, 1.0), (4, -0.1), (4, float("nan")),
                                  (4, "1")])
 def test_bad_sample_args(lib, n, t):
-    model = lib.NormalizingFlow(hidden=8)
+    model = flow(lib, hidden=8)
     with pytest.raises(ValueError, match="n must|temperature must"):
         model.sample(n, temperature=t)
+
+
+def test_validate_false_skips_only_the_check(lib):
+    """The train step's unchecked path computes the same likelihood; the public API still checks its input."""
+    model = make(lib)
+    x = fake_batch(4)
+    assert torch.equal(model.calc_likelihood(x, validate=False), model.calc_likelihood(x))
+    with pytest.raises(ValueError):
+        model.calc_likelihood(x * 2)
+
+
+def test_bf16_autocast_touches_only_the_mlps(lib):
+    """Under CPU bfloat16 autocast the MLP outputs are rounded, but the coupling arithmetic, the log-det and the
+    likelihood stay float32 and close to the float32 values; float64 models are not touched at all."""
+    model = make(lib, hidden=64)
+    x = fake_batch(8)
+    ref = model.calc_likelihood(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ll = model.calc_likelihood(x)
+        z, log_det = model(x)
+    assert ll.dtype == z.dtype == log_det.dtype == torch.float32
+    assert not torch.equal(ll, ref), "the MLPs did run in bfloat16"
+    assert torch.allclose(ll, ref, rtol=1e-3)
+    m64 = make(lib, dtype=torch.float64)
+    x64 = fake_batch(2, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(m64.calc_likelihood(x64), make(lib, dtype=torch.float64).calc_likelihood(x64))

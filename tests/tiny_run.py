@@ -2,19 +2,26 @@
 
     python tiny_run.py CKPT_DIR OUT_JSON [KILL_EPOCH KILL_STEP]
 
-Synthetic uint8 'images' (no MNIST needed), width 16, 3 epochs. With KILL_EPOCH/KILL_STEP the process sends
-itself SIGKILL at that step, like a Colab disconnect: no cleanup, no exception handler runs.
+The notebook's quick preset at width 16 on synthetic uint8 'images' (no MNIST needed), 3 epochs of 3 steps. With
+KILL_EPOCH/KILL_STEP the process sends itself SIGKILL at that step, like a Colab disconnect: no cleanup, no
+exception handler runs. OUT_JSON gets the curves, the final parameters' sums and what fit() says it did.
 """
 import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import torch
-from nbload import load_lib
 
-CFG = {"seed": 0, "hidden": 16, "lr": 1e-3, "lr_gamma": 0.99, "epochs": 3, "batch_size": 64, "grad_clip": 100.0,
-       "eval_batch": 100}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tools.nbload import load_lib, notebook_config  # noqa: E402
+
+CHANGES = {"hidden": 16, "epochs": 3, "batch_size": 64, "grad_clip": 100.0, "eval_batch": 100}
+
+
+def tiny_cfg(lib) -> dict:
+    return {**notebook_config(quick=True, lib=lib), **CHANGES}
 
 
 def data():
@@ -28,8 +35,9 @@ def main():
     ckpt_dir, out = sys.argv[1], sys.argv[2]
     kill = tuple(map(int, sys.argv[3:5])) if len(sys.argv) > 3 else None
     lib = load_lib()
-    torch.manual_seed(CFG["seed"])
-    model = lib.NormalizingFlow(hidden=CFG["hidden"])
+    cfg = tiny_cfg(lib)
+    lib.set_seed(cfg["seed"])
+    model = lib.NormalizingFlow(**lib.model_kwargs(cfg))
     train_pix, val_pix = data()
     val_x = lib.fixed_dequantize(val_pix, seed=1)
 
@@ -37,11 +45,12 @@ def main():
         if (epoch, step) == kill:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    hist, best = lib.fit(model, train_pix, val_x, CFG, ckpt_dir, on_step=on_step)
+    run = lib.fit(model, train_pix, val_x, cfg, ckpt_dir, on_step=on_step)
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     with open(out, "w") as f:
-        json.dump({"hist": {k: v for k, v in hist.items() if k != "epoch_s"}, "best_epoch": best["epoch"],
-                   "param_sum": params.double().sum().item(), "param_abs": params.double().abs().sum().item()}, f)
+        json.dump({"hist": {k: v for k, v in run["hist"].items() if k != "epoch_s"}, "best_epoch": run["best"]["epoch"],
+                   "param_sum": params.double().sum().item(), "param_abs": params.double().abs().sum().item(),
+                   "run": {k: run[k] for k in ("epochs_trained", "resumed_after", "restarted")}}, f)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,72 @@
+"""What the scripts in bench/ share: the notebook's code and config, its data, and its digit classifier.
+
+Nothing here redefines the notebook: the model, the data split, the training loop and the sample-quality measure
+all come from its `#| lib` cells (tools/nbload.py), and the configuration from its config cell.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tools.nbload import load_lib, notebook_config  # noqa: E402
+
+lib = load_lib()
+QUALITY_BPD = 1.85          # the time-to-quality bar: validation bits/dim reached first at which epoch and minute
+
+
+def config(quick: bool = False, **overrides) -> dict:
+    """The notebook's CFG (full or quick preset), with overrides."""
+    return {**notebook_config(quick=quick, lib=lib), **overrides}
+
+
+def parse_overrides(args, cfg) -> dict:
+    """['key=value', ...] -> {key: value}, each value parsed as the type of cfg[key] (None, bool, int, float, str)."""
+    out = {}
+    for arg in args:
+        key, value = arg.split("=", 1)
+        old = cfg.get(key)
+        if value == "None":
+            out[key] = None
+        elif isinstance(old, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(old, int):
+            out[key] = int(value)
+        else:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
+def machine(device) -> dict:
+    return {"device": str(device), "device_name": lib.describe_device(device), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def classifier(cfg, data, path, device):
+    """The notebook's sample-quality classifier (same data, epochs and seed), trained once and cached at path."""
+    clf = lib.DigitClassifier().to(device)
+    path = Path(path)
+    if path.exists():
+        clf.load_state_dict(torch.load(path, map_location=device))
+        return clf.eval()
+    clf = lib.train_classifier(data["clf_pix"], data["clf_y"], cfg["clf_epochs"],
+                               torch.Generator().manual_seed(cfg["seed"] + 10))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lib.atomic_save(clf.state_dict(), path)
+    return clf
+
+
+def write_json(path, obj) -> None:
+    """Write JSON through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
