@@ -8,7 +8,8 @@ runs' own per-epoch seconds, which come from different days and loads; the compa
 previous one therefore uses epochs counted from the curves and seconds per epoch measured in one process by
 bench/bench.py (its "epoch" entry, float32 against the default, interleaved):
 
-    ttq_speedup_vs_previous_default = (epochs_previous x s/epoch float32) / (epochs_default x s/epoch default)
+    ttq_speedup_vs_previous_default = (epochs_previous x s/epoch float32) / (epochs_default x s/epoch of the default's
+                                       precision)
 
 written into results/bench.json beside the step benchmark.
 """
@@ -52,10 +53,13 @@ def main() -> None:
     new, old = by_source.get("results/metrics.json"), by_source.get(PREVIOUS)
     if new and old and new["epoch"] and old["epoch"] and "epoch" in bench:
         s = bench["epoch"]["epoch_s_median"]
-        ratio = (old["epoch"] * s["fp32"]) / (new["epoch"] * s["default"])
+        s_default = s[bench["epoch"]["default"]]
+        ratio = (old["epoch"] * s["fp32"]) / (new["epoch"] * s_default)
         out["ttq_speedup_vs_previous_default"] = {
-            "value": ratio, "epochs_previous": old["epoch"], "epochs_default": new["epoch"],
-            "s_per_epoch_fp32": s["fp32"], "s_per_epoch_default": s["default"],
+            "value": ratio, "target_val_bpd": QUALITY_BPD, "epochs_previous": old["epoch"],
+            "epochs_default": new["epoch"],
+            "s_per_epoch_fp32": s["fp32"], "s_per_epoch_default": s_default,
+            "default_precision": bench["epoch"]["default"],
             "formula": "(epochs_previous x s_per_epoch_fp32) / (epochs_default x s_per_epoch_default)"}
         bench["ttq_speedup_vs_previous_default"] = out["ttq_speedup_vs_previous_default"]
         write_json(bench_path, bench)

@@ -28,7 +28,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="the quick preset: a smoke run, not a result")
     ap.add_argument("--out-dir", default=str(ROOT / "results" / "runs"))
     ap.add_argument("--ckpt-dir", default=str(ROOT / "checkpoints" / "runs"))
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     base = config(quick=args.quick)
     cfg = {**base, **parse_overrides(args.overrides, base)}
     if args.stop_at_bpd is not None:

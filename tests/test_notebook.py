@@ -276,3 +276,18 @@ def test_notebook_alone_in_an_empty_folder(tmp_path, monkeypatch, mnist_dir):
     assert "no results/ablations.json beside this notebook" in out
     assert "no results/screening/ beside this notebook" in out
     assert (tmp_path / "results" / "metrics.json").exists() and (tmp_path / "figures" / "samples.png").exists()
+
+
+def test_appendix_tables_read_the_committed_results(lib):
+    """The screening table and the ablation's findings come from results/, row for row."""
+    rows = lib.screening_rows(ROOT / "results" / "screening")
+    files = sorted((ROOT / "results" / "screening").glob("*.json"))
+    assert len(rows) == len(files) >= 10
+    for r, f in zip(rows, files, strict=True):
+        val = json.loads(f.read_text())["val"]
+        assert r["best"] == min(val) and r["last"] == val[-1] and r["epochs"] == len(val)
+    abl = json.loads((ROOT / "results" / "ablations.json").read_text())
+    lines = lib.ablation_findings(abl["variants"], abl["budget"]["train"]["n_quality"])
+    assert len(lines) == len(abl["variants"]), "one line per variant besides the base, and the standard error"
+    worst = max(abl["variants"], key=lambda r: r["test_bpd"])
+    assert lines[1].startswith(worst["change"] + ":")
