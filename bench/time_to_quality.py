@@ -41,8 +41,8 @@ def main() -> None:
         epoch, seconds = first_epoch_at(m["curves"], QUALITY_BPD)
         cfg = m["config"]
         runs.append({"source": str(path.relative_to(ROOT)), "device": m.get("device_name"),
-                     "config": {k: cfg.get(k) for k in ("hidden", "batch_size", "lr", "lr_schedule", "epochs",
-                                                        "cpu_bf16")},
+                     "config": {**{k: cfg.get(k) for k in ("hidden", "batch_size", "lr", "lr_schedule", "epochs")},
+                                "cpu_bf16": cfg.get("cpu_bf16", False)},   # runs from before the switch: float32
                      "epochs_run": len(m["curves"]["epoch"]), "best_val_bpd": min(m["curves"]["val_bpd"]),
                      "epoch": epoch, "seconds": seconds})
         print(f"{runs[-1]['source']}: " + ("never" if epoch is None else f"epoch {epoch}, {seconds / 60:.1f} min"))

@@ -63,7 +63,8 @@ def bench() -> str:
     rows = []
     for key, e in b["entries"].items():
         med, eq = e["step_s_median"], e["speedup_equal_precision"]
-        rows.append((key, e["default"], f"{med['ours_fp32'] * 1e3:.1f}", f"{med['ours_bf16'] * 1e3:.1f}",
+        precision = {"ours_fp32": "float32", "ours_bf16": "bf16"}[e["default"]]
+        rows.append((key, precision, f"{med['ours_fp32'] * 1e3:.1f}", f"{med['ours_bf16'] * 1e3:.1f}",
                      f"{med['nflows'] * 1e3:.1f}", f"{med['nflows_bf16'] * 1e3:.1f}", f"**{e['speedup_vs_peer']:.2f}**",
                      f"{eq['float32']:.2f}", f"{eq['bf16_autocast']:.2f}",
                      f"{e['roofline_fraction']['ours_fp32']:.2f}"))
