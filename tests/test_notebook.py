@@ -85,7 +85,7 @@ def test_committed_notebook_is_one_clean_execution(nb):
     assert pngs >= len(FIGURES)
     text = "".join(stream_text(c) for c in cells)
     assert "restored" not in text and "resuming" not in text, "no epochs restored from a checkpoint"
-    training = next(c for c in cells if "fit(model, train_pix" in c.source)
+    training = next(c for c in cells if "run = fit(model, train_pix" in c.source)
     assert 3 <= len(stream_text(training).splitlines()) <= 25, "the training cell prints at most 25 lines"
 
 
