@@ -108,7 +108,22 @@ def ablation() -> str:
                   "confident at T = 1"], rows)
 
 
-TABLES = {"results": results, "pair": pair, "bench": bench, "ttq": ttq, "ablation": ablation}
+def screening_quality() -> str:
+    paths = sorted((ROOT / "results" / "screening_quality").glob("*.json"))
+    if not paths:
+        return "_No results/screening_quality/: run the `bench/train_variant.py` commands above._"
+    rows = []
+    for p in paths:
+        r = json.loads(p.read_text())
+        c, q = r["config"], r["quality"]["T1.0"]
+        rows.append((f"`{p.stem}`", c["hidden"], c["logit_alpha"], c["scale_bound"], c["epochs"], f"{r['val_bpd']:.4f}",
+                     f"{r['test_bpd']:.4f}", f"{q['confident']:.3f}", f"{q['class_entropy']:.3f}"))
+    return table(["run", "width", "logit α", "bound c", "epochs", "best val bpd", "test bpd", "confident at T = 1",
+                  "class entropy"], rows)
+
+
+TABLES = {"results": results, "pair": pair, "bench": bench, "ttq": ttq, "ablation": ablation,
+          "screening_quality": screening_quality}
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 
