@@ -17,8 +17,9 @@
    ours_fp32 and nflows_bf16 / ours_bf16.
 3. Roofline: FLOPs/step = 3 x 2 B sum_l in_l out_l over the 20 Linears; torch.matmul is timed on exactly those GEMM
    shapes in float32 as one more interleaved entry; roofline_fraction = (GEMM time) / (step time) per repeat.
-4. Epoch: the notebook's real training loop (train_epoch: shuffling, dequantization, the step, the non-finite
-   checks) over the full 50,000 training images, float32 against bf16, interleaved (--epoch-repeats).
+4. Epoch: one epoch of the notebook's real training loop, fit() (shuffling, dequantization, the steps, the
+   non-finite checks, validation, checkpoints) over the full 50,000 training images, interleaved
+   (--epoch-repeats): float32 and bf16 without the weights' moving average, and the notebook's default config.
 """
 import argparse
 import itertools
@@ -213,25 +214,27 @@ def bench_entry(x, cfg, repeats, steps, warmup, lib_before=None, compiled=False)
 
 
 def bench_epochs(cfg, data, repeats) -> dict:
-    """Wall seconds of one epoch of the notebook's real loop (train_epoch), float32 against bf16 MLPs."""
+    """Wall seconds of one epoch of the notebook's real loop, interleaved: fit() for one epoch (shuffling,
+    dequantization, the steps, the non-finite checks, validation, checkpoints) in three configurations:
+    fp32 and bf16 without the moving average (the loop of the earlier float32 default, and with bf16 MLPs), and
+    'default', the notebook's config as it is."""
     device = data["train_pix"].device
-    runs = {}
-    for name, c in (("fp32", {**cfg, "cpu_bf16": False}), ("bf16", {**cfg, "cpu_bf16": True})):
-        lib.set_seed(cfg["seed"])
-        model = lib.NormalizingFlow(**lib.model_kwargs(c)).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=c["lr"], fused=True)
-        gen = torch.Generator().manual_seed(c["seed"])
-        runs[name] = (model, lib.make_train_step(model, opt, c, device), c, {"order": gen, "noise": gen})
-    seconds = {k: [] for k in runs}
-    for r in range(repeats):
-        for name, (model, step, c, gens) in runs.items():
-            t0 = time.perf_counter()
-            lib.train_epoch(step, model, data["train_pix"], c, gens, r + 1)
-            seconds[name].append(time.perf_counter() - t0)
+    plain = {**cfg, "epochs": 1, "ema_decay": None}
+    variants = {"fp32": {**plain, "cpu_bf16": False}, "bf16": {**plain, "cpu_bf16": True},
+                "default": {**cfg, "epochs": 1}}
+    seconds = {k: [] for k in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for name, c in variants.items():
+                lib.set_seed(c["seed"])
+                model = lib.NormalizingFlow(**lib.model_kwargs(c)).to(device)
+                run = lib.fit(model, data["train_pix"], data["val_x"], c, Path(tmp) / f"{name}_{r}", quiet=True)
+                seconds[name].append(run["hist"]["epoch_s"][0])
     med = {k: statistics.median(v) for k, v in seconds.items()}
-    return {"n_train": len(data["train_pix"]), "batch_size": cfg["batch_size"], "hidden": cfg["hidden"],
-            "epoch_s_all": seconds, "epoch_s_median": med, "speedup_bf16_vs_fp32": med["fp32"] / med["bf16"],
-            "default": "bf16" if cfg["cpu_bf16"] else "fp32"}
+    return {"n_train": len(data["train_pix"]), "n_val": len(data["val_x"]), "batch_size": cfg["batch_size"],
+            "hidden": cfg["hidden"], "epoch_s_all": seconds, "epoch_s_median": med,
+            "speedup_bf16_vs_fp32": med["fp32"] / med["bf16"], "default_cpu_bf16": cfg["cpu_bf16"],
+            "default_ema_decay": cfg.get("ema_decay")}
 
 
 def main(argv=None) -> None:
@@ -280,8 +283,12 @@ def main(argv=None) -> None:
               + f" ms/step | speedup vs nflows {r['speedup_vs_peer']:.2f} (float32 {eq['float32']:.2f}, bf16 "
               f"{eq['bf16_autocast']:.2f}) | roofline {r['roofline_fraction']['ours_fp32']:.2f} (float32), "
               f"{r['roofline_fraction']['ours_bf16']:.2f} (bf16)", flush=True)
-    if args.epoch_repeats and not args.quick:
-        res["epoch"] = bench_epochs(cfg, data, args.epoch_repeats)
+    if args.epoch_repeats:
+        small = {"n_train": 2048, "n_val": 512} if args.quick else {}     # quick: a smoke run of the same code
+        ep_data = {"train_pix": data["train_pix"][: small.get("n_train")],
+                   "val_x": data["val_x"][: small.get("n_val")]}
+        res["epoch"] = bench_epochs({**cfg, "hidden": widths[0], **small}, ep_data,
+                                    1 if args.quick else args.epoch_repeats)
         print("one epoch of the real loop: " + ", ".join(f"{k} {v:.1f} s" for k, v in
                                                           res["epoch"]["epoch_s_median"].items()), flush=True)
     old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}

@@ -48,6 +48,11 @@ def main(argv=None) -> dict:
     if args.quality:
         clf = classifier(cfg, data, Path(args.ckpt_dir) / f"classifier_{'quick' if args.quick else 'full'}.pt", device)
         out["quality"] = {"T1.0": lib.measure_quality(model, clf, 1.0, cfg["n_quality"], cfg["seed"] + 400)[1]}
+        if cfg.get("ema_decay"):      # the raw weights of the last epoch, scored the same way, beside the average's
+            raw, _ = lib.load_flow(Path(args.ckpt_dir) / args.name / "last.pt", device)
+            out["quality_raw_last"] = {"T1.0": lib.measure_quality(raw, clf, 1.0, cfg["n_quality"],
+                                                                   cfg["seed"] + 400)[1]}
+            out["test_bpd_raw_last"] = lib.bits_per_dim(lib.evaluate(raw, data["test_x"], cfg["eval_batch"]))
     write_json(Path(args.out_dir) / f"{args.name}.json", out)
     print(f"{args.name}: best val {out['val_bpd']:.4f} (epoch {out['best_epoch']}), test {out['test_bpd']:.4f} bpd, "
           f"{out['train_time_s'] / 60:.1f} min of epochs", flush=True)

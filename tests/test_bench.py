@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,9 @@ def test_bench_quick_end_to_end(tmp_path, mnist_dir):
     assert set(r["step_s_median"]) == {"ours_fp32", "ours_bf16", "nflows", "nflows_bf16"}
     assert r["speedup_vs_peer"] == pytest.approx(r["step_s_median"]["nflows"] / r["step_s_median"][r["default"]])
     assert 0 < r["roofline_fraction"]["ours_fp32"]
+    ep = json.loads(out.read_text())["epoch"]                 # one epoch of fit() in each configuration
+    med = ep["epoch_s_median"]
+    assert set(med) == {"fp32", "bf16", "default"} and all(v > 0 for v in med.values())
 
 
 def test_time_to_quality_counts_epochs_and_seconds():
@@ -127,3 +131,20 @@ def test_readme_tables_are_the_results_files():
     p = subprocess.run([sys.executable, str(ROOT / "tools" / "readme_tables.py"), "--check"], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_screening_commands_reproduce_their_configs():
+    """Every screening run and the precision pair name a command that, with today's defaults, trains the config
+    the run stored."""
+    from bench.common import config, lib, parse_overrides
+    base = config()
+    files = [*sorted((ROOT / "results" / "screening_quality").glob("*.json")),
+             *sorted((ROOT / "results" / "runs").glob("pair_*.json"))]
+    assert len(files) > 2
+    for f in files:
+        r = json.loads(f.read_text())
+        args = shlex.split(r["command"])
+        assert args[:3] == ["python", "bench/train_variant.py", f.stem], r["command"]
+        cfg = {**base, **parse_overrides([a for a in args[3:] if "=" in a and not a.startswith("--")], base)}
+        assert {k: cfg[k] for k in (*lib.TRAIN_KEYS, "epochs")} == {k: r["config"].get(k) for k in
+                                                                   (*lib.TRAIN_KEYS, "epochs")}, f.stem

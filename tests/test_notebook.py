@@ -95,7 +95,7 @@ def test_committed_results_come_from_the_notebooks_run(nb):
     out = "".join(stream_text(c) for c in nb.cells if c.cell_type == "code")
     assert f"{metrics['test_nats']:.1f} nats per image = {metrics['test_bpd']:.4f} bits/dim" in out
     assert f"confident {metrics['sample_quality']['T1.0']['confident']:.3f}" in out
-    for f in FIGURES + ["ablations.png"]:
+    for f in FIGURES + ["ablations.png", "screening_quality.png"]:
         assert (ROOT / "figures" / f).stat().st_size > 1000
 
 
@@ -187,6 +187,29 @@ def test_sample_quality_metrics(lib):
     assert q["class_entropy"] == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(10))
 
 
+def test_speckle_counts_isolated_bright_pixels(lib):
+    x = torch.zeros(3, 28, 28)
+    x[0, 5, 5] = 1.0                                   # one isolated pixel
+    x[0, 20, 20] = 0.6                                 # and another, dimmer but still bright
+    x[1, 10:14, 10:12] = 1.0                           # a stroke: no pixel of it is isolated
+    x[1, 0, 0] = 0.4                                   # below the threshold
+    x[2, 3, 3], x[2, 4, 4] = 1.0, 1.0                  # diagonal neighbours: not isolated
+    x[2, 27, 27] = 0.9                                 # in a corner: isolated
+    assert lib.speckle(x.reshape(3, 784)) == pytest.approx((2 + 0 + 1) / 3)
+
+
+def test_classifier_weights_come_from_its_generator(lib):
+    pix, y = torch.randint(0, 256, (8, 784), dtype=torch.uint8), torch.arange(8)
+
+    def weights(seed, global_seed):
+        torch.manual_seed(global_seed)                 # the global RNG must not matter
+        clf = lib.train_classifier(pix, y, 1, torch.Generator().manual_seed(seed), batch_size=4)
+        return torch.cat([p.detach().flatten() for p in clf.parameters()])
+
+    assert torch.equal(weights(0, 1), weights(0, 2))
+    assert not torch.equal(weights(0, 1), weights(1, 1))
+
+
 def test_measure_quality_uses_the_same_latents_for_every_call(lib):
     from helpers import flow, perturb
     model = perturb(flow(lib, hidden=16), seed=1)
@@ -229,7 +252,7 @@ def test_quick_preset_end_to_end_and_deterministic(tmp_path, monkeypatch, mnist_
     executed = run(dst=tmp_path / "executed.ipynb", timeout=600)
     for c in executed.cells:
         assert all(o.output_type != "error" for o in c.get("outputs", []))
-    for f in FIGURES + ["ablations.png"]:          # the ablation chart from the repository's results/ablations.json
+    for f in FIGURES + ["ablations.png", "screening_quality.png"]:   # charts from the repository's results/
         assert (tmp_path / "figures" / f).stat().st_size > 1000, f
     assert (tmp_path / "checkpoints" / "best.pt").exists()
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
@@ -291,3 +314,12 @@ def test_appendix_tables_read_the_committed_results(lib):
     assert len(lines) == len(abl["variants"]), "one line per variant besides the base, and the standard error"
     worst = max(abl["variants"], key=lambda r: r["test_bpd"])
     assert lines[1].startswith(worst["change"] + ":")
+    folder = ROOT / "results" / "screening_quality"
+    qrows, qfiles = lib.quality_screen_rows(folder), sorted(folder.glob("*.json"))
+    assert [r["name"] for r in qrows] == [f.stem for f in qfiles]
+    for r, f in zip(qrows, qfiles, strict=True):
+        d = json.loads(f.read_text())
+        assert r["test_bpd"] == d["test_bpd"] and r["confident"] == d["quality"]["T1.0"]["confident"]
+    findings = lib.quality_screen_findings(qrows, 1000)
+    assert len(findings) == sum(r["raw"] is not None for r in qrows) + 1
+    assert min(qrows, key=lambda r: r["test_bpd"])["name"] in findings[-1]

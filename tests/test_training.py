@@ -131,6 +131,50 @@ def test_resume_only_when_training_keys_match(lib, tmp_path):
     assert run["restarted"] and run["resumed_after"] is None and run["epochs_trained"] == [1, 2]
     run = fit(epochs=2, lr=5e-4, cpu_bf16=not base["cpu_bf16"])   # the precision is part of the run too
     assert run["restarted"] and run["epochs_trained"] == [1, 2]
+    run = fit(epochs=2, lr=5e-4, cpu_bf16=not base["cpu_bf16"], ema_decay=0.5)   # and the weights evaluated
+    assert run["restarted"] and run["epochs_trained"] == [1, 2]
+
+
+def test_ema_step_is_the_moving_average(lib):
+    params = [torch.zeros(3), torch.zeros(2)]
+    ema = [p.clone() for p in params]
+
+    def step_fn(x):                                    # a stand-in step: sets every parameter to x
+        for p in params:
+            p.fill_(x)
+        return x
+
+    step = lib.with_ema(step_fn, params, ema, decay=0.9, t=1000)     # past the warm-up: d = decay
+    expected = 0.0
+    for x in (1.0, 2.0, 4.0):
+        assert step(x) == x
+        expected = 0.9 * expected + 0.1 * x
+    assert all(torch.allclose(e, torch.full_like(e, expected)) for e in ema)
+    assert all(torch.equal(p, torch.full_like(p, 4.0)) for p in params)     # the raw weights are untouched
+    fresh = [torch.zeros(3)]
+    params[:] = [torch.zeros(3)]
+    lib.with_ema(step_fn, params, fresh, decay=0.999)(5.0)               # step 0: d = 1/10, mostly the new weights
+    assert torch.allclose(fresh[0], torch.full((3,), 0.9 * 5.0))
+
+
+def test_fit_validates_keeps_and_returns_the_moving_average(lib, tmp_path):
+    cfg = {**tiny_cfg(lib), "epochs": 2, "ema_decay": 0.9}
+    train_pix, val_pix = data()
+    val_x = lib.fixed_dequantize(val_pix, seed=1)
+    torch.manual_seed(0)
+    model = lib.NormalizingFlow(**lib.model_kwargs(cfg))
+    run = lib.fit(model, train_pix, val_x, cfg, tmp_path, quiet=True)
+    hist, best = run["hist"], run["best"]
+    assert hist["val_bpd"] != hist["val_bpd_raw"]                   # two sets of weights, two validations
+    # the model left loaded is the average that was validated, not the raw weights of the last epoch
+    assert lib.evaluate(model, val_x, 100) == pytest.approx(best["val_nats"], rel=1e-6)
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    raw, _ = lib.load_flow(tmp_path / "last.pt")
+    assert lib.bits_per_dim(lib.evaluate(raw, val_x, 100)) == pytest.approx(hist["val_bpd_raw"][-1], rel=1e-6)
+    assert len(last["ema"]) == len(list(model.parameters()))
+    off = lib.fit(lib.NormalizingFlow(**lib.model_kwargs(cfg)), train_pix, val_x, {**cfg, "ema_decay": None},
+                  tmp_path / "off", quiet=True)
+    assert off["hist"]["val_bpd"] == off["hist"]["val_bpd_raw"]
 
 
 def test_train_step_lowers_the_loss_in_both_precisions(lib, quick_cfg):

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
 
 
@@ -32,16 +34,21 @@ def results() -> str:
     c = m["config"]
     rows = [("test log-likelihood", f"**{m['test_nats']:.1f} nats per image = {m['test_bpd']:.4f} bits/dim**"),
             ("validation (best epoch)", f"{m['val_bpd']:.4f} bits/dim (epoch {m['best_epoch']} of {m['epochs']})"),
-            ("model", f"logit (α = {c['logit_alpha']}) + 4 {c['coupling']} couplings, 5-Linear MLPs of width "
+            ("model", f"logit (α = {c['logit_alpha']}) + 4 {c['coupling']} couplings (log-scale bound c = "
+                      f"{c['scale_bound']}), 5-Linear MLPs of width "
                       f"{c['hidden']}, {c['split']} halves, exp(s_i) per layer; {m['n_params']:,} parameters"),
             ("training", f"Adam {c['lr']}, {c['lr_schedule']} schedule (γ = {c['lr_gamma']}), batch {c['batch_size']}, "
-                         f"clip {c['grad_clip']}, CPU bf16 MLPs: {c['cpu_bf16']}; {m['epochs']} epochs in "
-                         f"{m['train_time_s'] / 60:.1f} min on {m['device_name']} ({m['device']}, {m['threads']} "
-                         "threads)"),
+                         f"clip {c['grad_clip']}, CPU bf16 MLPs: {c['cpu_bf16']}, moving average of the weights: "
+                         f"{c.get('ema_decay')}; {m['epochs']} epochs in {m['train_time_s'] / 60:.1f} min on "
+                         f"{m['device_name']} ({m['device']}, {m['threads']} threads); the whole notebook "
+                         f"{m['wall_time_s'] / 60:.1f} min"),
             ("samples at T = 1 (classifier-scored)", f"{q['confident']:.3f} confident (top class p ≥ 0.9), class "
-                                                     f"entropy {q['class_entropy']:.3f}"),
-            ("real test images, same classifier", f"{real['confident']:.3f} confident; classifier test accuracy "
-                                                  f"{m['classifier_test_acc']:.4f}")]
+                                                     f"entropy {q['class_entropy']:.3f}, speckle "
+                                                     f"{q.get('speckle', float('nan')):.2f}"),
+            ("real test images, same classifier", f"{real['confident']:.3f} confident, class entropy "
+                                                  f"{real['class_entropy']:.3f}, speckle "
+                                                  f"{real.get('speckle', float('nan')):.2f}; classifier test "
+                                                  f"accuracy {m['classifier_test_acc']:.4f}")]
     return table(["quantity", "value"], rows)
 
 
@@ -73,14 +80,15 @@ def bench() -> str:
                  "roofline fraction (float32)"], rows)
     if "epoch" in b:
         ep = b["epoch"]["epoch_s_median"]
-        out += (f"\n\nOne epoch of the notebook's real loop ({b['epoch']['n_train']:,} images, data path included): "
-                f"{ep['fp32']:.1f} s in float32, {ep['bf16']:.1f} s with bf16 MLPs "
-                f"({b['epoch']['speedup_bf16_vs_fp32']:.2f}×).")
+        out += (f"\n\nOne epoch of the notebook's real loop, `fit()` ({b['epoch']['n_train']:,} training images, "
+                f"data path and validation included): {ep['fp32']:.1f} s in float32 without the moving average, "
+                f"{ep['bf16']:.1f} s with bf16 MLPs ({b['epoch']['speedup_bf16_vs_fp32']:.2f}×), {ep['default']:.1f} s "
+                "with the notebook's default config.")
     if "ttq_speedup_vs_previous_default" in b:
         t = b["ttq_speedup_vs_previous_default"]
         out += (f" Time to validation ≤ {t['target_val_bpd']} bits/dim, the earlier float32 default against this "
-                f"notebook's ({t['default_precision']}): {t['epochs_previous']} epochs × {t['s_per_epoch_fp32']:.1f} s "
-                f"against {t['epochs_default']} epochs × {t['s_per_epoch_default']:.1f} s: "
+                f"notebook's: {t['epochs_previous']} epochs × {t['s_per_epoch_previous']:.1f} s against "
+                f"{t['epochs_default']} epochs × {t['s_per_epoch_default']:.1f} s: "
                 f"`ttq_speedup_vs_previous_default` = **{t['value']:.2f}**.")
     return out
 
@@ -90,11 +98,13 @@ def ttq() -> str:
     if t is None:
         return "_No results/time_to_quality.json: run `python bench/time_to_quality.py`._"
     rows = [(f"`{r['source']}`", r["config"]["hidden"], r["config"]["batch_size"], r["config"]["lr"],
-             r["config"]["lr_schedule"], r["config"]["cpu_bf16"], r["epochs_run"], f"{r['best_val_bpd']:.4f}",
+             r["config"]["lr_schedule"], f"{r['config'].get('logit_alpha')} / {r['config'].get('scale_bound')} / "
+             f"{r['config'].get('ema_decay') or '–'}", r["config"]["cpu_bf16"], r["epochs_run"],
+             f"{r['best_val_bpd']:.4f}",
              "never" if r["epoch"] is None else r["epoch"],
              "—" if r["seconds"] is None else f"{r['seconds'] / 60:.1f}", r["device"]) for r in t["runs"]]
-    return table(["run", "width", "batch", "lr", "schedule", "CPU bf16", "epochs", "best val bpd",
-                  f"epoch at ≤ {t['target_val_bpd']}", "minutes to it", "device"], rows)
+    return table(["run", "width", "batch", "lr", "schedule", "logit α / bound c / EMA", "CPU bf16", "epochs",
+                  "best val bpd", f"epoch at ≤ {t['target_val_bpd']}", "minutes to it", "device"], rows)
 
 
 def ablation() -> str:
@@ -109,17 +119,21 @@ def ablation() -> str:
 
 
 def screening_quality() -> str:
-    paths = sorted((ROOT / "results" / "screening_quality").glob("*.json"))
-    if not paths:
+    folder = ROOT / "results" / "screening_quality"
+    if not any(folder.glob("*.json")):
         return "_No results/screening_quality/: run the `bench/train_variant.py` commands above._"
+    from tools.nbload import load_lib  # rows and findings: the notebook's own functions
+    lib = load_lib()
+    qrows = lib.quality_screen_rows(folder)
     rows = []
-    for p in paths:
-        r = json.loads(p.read_text())
-        c, q = r["config"], r["quality"]["T1.0"]
-        rows.append((f"`{p.stem}`", c["hidden"], c["logit_alpha"], c["scale_bound"], c["epochs"], f"{r['val_bpd']:.4f}",
-                     f"{r['test_bpd']:.4f}", f"{q['confident']:.3f}", f"{q['class_entropy']:.3f}"))
-    return table(["run", "width", "logit α", "bound c", "epochs", "best val bpd", "test bpd", "confident at T = 1",
-                  "class entropy"], rows)
+    for r in qrows:
+        raw = "–" if r["raw"] is None else f"{r['test_bpd_raw']:.4f}, {r['raw']['confident']:.3f}"
+        rows.append((f"`{r['name']}`", r["hidden"], r["logit_alpha"], r["scale_bound"], r["lr_schedule"],
+                     r["ema_decay"] or "–", r["epochs"], f"{r['val_bpd']:.4f}", f"{r['test_bpd']:.4f}",
+                     f"{r['confident']:.3f}", f"{r['class_entropy']:.3f}", f"{r['speckle']:.2f}", raw))
+    return table(["run", "width", "logit α", "bound c", "schedule", "EMA", "epochs", "best val bpd", "test bpd",
+                  "confident at T = 1", "class entropy", "speckle", "raw weights: test bpd, confident"], rows) + (
+        "\n\n" + "\n".join(f"- {line}" for line in lib.quality_screen_findings(qrows, 1000)))
 
 
 TABLES = {"results": results, "pair": pair, "bench": bench, "ttq": ttq, "ablation": ablation,
