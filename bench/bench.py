@@ -12,7 +12,8 @@
    dequantized MNIST. Entries, all in one process, warmed up, then interleaved over repeats (the median):
    - ours_fp32, ours_bf16: the notebook's own make_train_step() with its config, cpu_bf16 off and on;
    - nflows: float32 eager, the way its documentation uses it; nflows_bf16: under the same bf16 autocast;
-   - optional: ours_before (the notebook at git revision --before), ours_compiled (torch.compile).
+   - optional: ours_before (the notebook at git revision --before); with --compile, float32 under torch.compile:
+     ours_compiled (calc_likelihood compiled) and ours_compiled_step (the whole step compiled), with compile times.
    speedup_vs_peer = nflows / ours with the notebook's default cpu_bf16; speedup_equal_precision = nflows /
    ours_fp32 and nflows_bf16 / ours_bf16.
 3. Roofline: FLOPs/step = 3 x 2 B sum_l in_l out_l over the 20 Linears; torch.matmul is timed on exactly those GEMM
@@ -111,9 +112,12 @@ def timed(fn, n) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def peer_step(model, log_lik, x, bf16: bool, grad_clip: float):
-    """A train step of a model whose log-likelihood is log_lik, in float32 or under CPU bf16 autocast."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+def peer_step(model, log_lik, x, bf16: bool, grad_clip: float, compile_step: bool = False):
+    """A train step of a model whose log-likelihood is log_lik, in float32 or under CPU bf16 autocast. With
+    compile_step, the whole step (loss, backward, clip, Adam) runs under one torch.compile, with the default
+    foreach Adam, which the compiler fuses itself; its lr is constant here, so nothing recompiles (in fit() the
+    StepLR changes it every epoch)."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, **({"foreach": True} if compile_step else {"fused": True}))
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -122,7 +126,7 @@ def peer_step(model, log_lik, x, bf16: bool, grad_clip: float):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
-    return step
+    return torch.compile(step) if compile_step else step
 
 
 def notebook_step(nb_lib, model, x, cfg):
@@ -180,9 +184,17 @@ def bench_entry(x, cfg, repeats, steps, warmup, lib_before=None, compiled=False)
     if lib_before is not None:                                     # the notebook at an earlier revision, float32
         before = copy_of_ours(lib_before)
         fns["ours_before"] = peer_step(before, before.calc_likelihood, x, False, cfg["grad_clip"])
-    if compiled:                                                   # torch.compile of the same model, float32
-        comp = copy_of_ours()
+    compile_s = {}
+    if compiled:                                                   # torch.compile, float32: the likelihood alone,
+        comp = copy_of_ours()                                      # then the whole step
         fns["ours_compiled"] = peer_step(comp, torch.compile(comp.calc_likelihood), x, False, cfg["grad_clip"])
+        whole = copy_of_ours()
+        fns["ours_compiled_step"] = peer_step(whole, lambda v: whole.calc_likelihood(v, validate=False), x, False,
+                                              cfg["grad_clip"], compile_step=True)
+        for k in ("ours_compiled", "ours_compiled_step"):
+            t0 = time.perf_counter()
+            timed(fns[k], 2)                                       # the first two calls compile
+            compile_s[k] = time.perf_counter() - t0
     shapes = gemm_shapes(ours, len(x))
     flops = sum(2 * m * k * n for m, k, n in shapes)               # = 6 B sum_l in_l out_l
     fns["matmul_only"] = gemm_pass(shapes)                         # the step's GEMMs alone, float32
@@ -205,6 +217,8 @@ def bench_entry(x, cfg, repeats, steps, warmup, lib_before=None, compiled=False)
         "speedup_bf16_vs_fp32": med["ours_fp32"] / med["ours_bf16"],
         "speedup_vs_before": med["ours_before"] / med["ours_fp32"] if lib_before is not None else None,
         "speedup_compiled": med["ours_fp32"] / med["ours_compiled"] if compiled else None,
+        "speedup_compiled_step": med["ours_fp32"] / med["ours_compiled_step"] if compiled else None,
+        "compile_s": compile_s or None,
         "flops_per_step": flops, "matmul_time_on_step_shapes_s": statistics.median(t_gemm),
         "matmul_time_all": t_gemm, "matmul_peak_flops": flops / statistics.median(t_gemm),
         "achieved_flops": {k: flops / v for k, v in med.items()},
@@ -245,7 +259,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=5, help="train steps per timed repeat")
     ap.add_argument("--epoch-repeats", type=int, default=2, help="interleaved epochs per precision (0: skip)")
     ap.add_argument("--before", default="", help="a git revision of the notebook to time as ours_before")
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile(calc_likelihood)")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile of calc_likelihood "
+                    "and of the whole train step")
     ap.add_argument("--quick", action="store_true", help="width 64, 2 repeats, no epochs: a smoke run, not a result")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
     args = ap.parse_args(argv)

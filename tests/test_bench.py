@@ -1,5 +1,6 @@
 """The scripts in bench/: the peer model's equivalence, their quick modes end to end, and what they may import."""
 import json
+import math
 import os
 import re
 import shlex
@@ -148,3 +149,56 @@ def test_screening_commands_reproduce_their_configs():
         cfg = {**base, **parse_overrides([a for a in args[3:] if "=" in a and not a.startswith("--")], base)}
         assert {k: cfg[k] for k in (*lib.TRAIN_KEYS, "epochs")} == {k: r["config"].get(k) for k in
                                                                    (*lib.TRAIN_KEYS, "epochs")}, f.stem
+
+
+def test_precision_pair_lines_apply_the_bar(lib):
+    """The bf16 pair's sentences: the differences, their standard error, and the two tests of the bar."""
+    def run(bpd, confident):
+        return {"test_bpd": bpd, "val_bpd": bpd + 0.01, "best_epoch": 20, "config": {"n_quality": 1000},
+                "quality": {"T1.0": {"confident": confident}}}
+    lines = lib.precision_pair_lines(run(1.700, 0.60), run(1.705, 0.59))
+    assert len(lines) == 4 and lines[0].startswith("float32: test 1.7000") and lines[1].startswith("bf16: test 1.7050")
+    se = math.sqrt((0.6 * 0.4 + 0.59 * 0.41) / 1000)
+    assert lines[2] == f"bf16 - float32: +0.0050 test bits/dim, -0.010 confident ({-0.01 / se:+.1f} s.e.)"
+    assert lines[3] == "bf16 within 0.01 bits/dim: True; no loss of confident samples beyond two standard errors: True"
+    assert "beyond two standard errors: False" in lib.precision_pair_lines(run(1.700, 0.60), run(1.705, 0.50))[3]
+    assert "within 0.01 bits/dim: False" in lib.precision_pair_lines(run(1.700, 0.60), run(1.720, 0.60))[3]
+
+
+def test_cpu_bf16_default_follows_the_committed_pair(lib):
+    """The notebook's cpu_bf16 default is on exactly when the committed pair passes both tests of the bar."""
+    from bench.common import config
+    pair = {k: json.loads((ROOT / "results" / "runs" / f"pair_{k}_20ep.json").read_text()) for k in ("fp32", "bf16")}
+    verdict = lib.precision_pair_lines(pair["fp32"], pair["bf16"])[-1]
+    passes = verdict.count(": True") == 2
+    assert config()["cpu_bf16"] is passes, verdict
+    assert pair["fp32"]["config"]["cpu_bf16"] is False and pair["bf16"]["config"]["cpu_bf16"] is True
+    same = {k: v for k, v in pair["fp32"]["config"].items() if k != "cpu_bf16"}
+    assert same == {k: v for k, v in pair["bf16"]["config"].items() if k != "cpu_bf16"}, "the pair differs in more"
+
+
+@pytest.mark.slow
+def test_bench_compiled_step_quick(tmp_path, mnist_dir):
+    """--compile times torch.compile of the likelihood and of the whole train step, with their compile times."""
+    out = tmp_path / "bench.json"
+    script([ROOT / "bench" / "bench.py", "--quick", "--compile", "--epoch-repeats", "0", "--out", out], tmp_path)
+    r = json.loads(out.read_text())["entries"]["64/128"]
+    assert {"ours_compiled", "ours_compiled_step"} <= set(r["step_s_median"])
+    assert r["speedup_compiled_step"] == pytest.approx(r["step_s_median"]["ours_fp32"]
+                                                       / r["step_s_median"]["ours_compiled_step"])
+    assert set(r["compile_s"]) == {"ours_compiled", "ours_compiled_step"} and min(r["compile_s"].values()) > 0
+
+
+@pytest.mark.slow
+def test_gpu_run_quick_and_its_deadline(tmp_path, mnist_dir):
+    """bench/gpu_run.py on the quick preset (here on the CPU: the eager fallback path of its device check), and
+    with a spent budget: every training call stops, says so, and the file is still written."""
+    out = tmp_path / "g.json"
+    script([ROOT / "bench" / "gpu_run.py", "--quick", "--out", out], tmp_path)
+    r = json.loads(out.read_text())
+    assert r["finished"] == {"eager": True, "captured": True, "full": True}
+    assert len(r["epoch_s"]["eager"]) == 1 and len(r["epoch_s"]["captured"]) == 2
+    assert r["full"]["epochs"] == r["config"]["epochs"] and r["full"]["test_bpd"] > 0
+    script([ROOT / "bench" / "gpu_run.py", "--quick", "--budget-s", "0", "--out", out], tmp_path)
+    r = json.loads(out.read_text())
+    assert r["finished"] == {"eager": False, "captured": False, "full": False} and r["full"]["epochs"] == 0

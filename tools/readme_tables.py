@@ -5,6 +5,7 @@
 
 A table whose results file is missing is written as a one-line note saying which command produces it.
 """
+import functools
 import json
 import re
 import sys
@@ -14,6 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
+
+
+@functools.cache
+def nb_lib():
+    """The notebook's `#| lib` cells, for the tables whose sentences the notebook also prints (loaded once)."""
+    from tools.nbload import load_lib
+    return load_lib()
 
 
 def load(rel):
@@ -58,9 +66,9 @@ def pair() -> str:
         return "_No results/runs/pair_*_20ep.json: run the two `bench/train_variant.py` commands above._"
     rows = [(k, r["config"]["epochs"], f"{r['val_bpd']:.4f}", f"{r['test_bpd']:.4f}",
              f"{r['quality']['T1.0']['confident']:.3f}") for k, r in runs.items()]
-    d = runs["bf16"]["test_bpd"] - runs["fp32"]["test_bpd"]
+    lines = nb_lib().precision_pair_lines(runs["fp32"], runs["bf16"])[2:]
     return table(["training precision", "epochs", "best val bpd", "test bpd", "confident at T = 1"], rows) + (
-        f"\n\nbf16 − float32: **{d:+.4f}** test bits/dim.")
+        "\n\n" + "\n".join(f"- {line}" for line in lines))
 
 
 def bench() -> str:
@@ -84,9 +92,20 @@ def bench() -> str:
                 f"data path and validation included): {ep['fp32']:.1f} s in float32 without the moving average, "
                 f"{ep['bf16']:.1f} s with bf16 MLPs ({b['epoch']['speedup_bf16_vs_fp32']:.2f}×), {ep['default']:.1f} s "
                 "with the notebook's default config.")
+    for key, e in b["entries"].items():
+        if not e.get("speedup_compiled_step"):                     # timed with --compile only
+            continue
+        med, cs = e["step_s_median"], e["compile_s"]
+        whole = med["ours_compiled_step"]
+        out += (f"\n\ntorch.compile in float32 at {key}: the likelihood compiled, "
+                f"{med['ours_compiled'] * 1e3:.1f} ms/step ({e['speedup_compiled']:.2f}× eager); the whole step "
+                f"compiled, {whole * 1e3:.1f} ms/step ({e['speedup_compiled_step']:.2f}× eager, "
+                f"{med['nflows'] / whole:.2f}× nflows); their first two calls, compiling included, took "
+                f"{cs['ours_compiled']:.0f} s and {cs['ours_compiled_step']:.0f} s (with the compiler's on-disk "
+                "cache of earlier runs; a first compile takes longer).")
     if "ttq_speedup_vs_previous_default" in b:
         t = b["ttq_speedup_vs_previous_default"]
-        out += (f" Time to validation ≤ {t['target_val_bpd']} bits/dim, the earlier float32 default against this "
+        out += (f"\n\nTime to validation ≤ {t['target_val_bpd']} bits/dim, the earlier float32 default against this "
                 f"notebook's: {t['epochs_previous']} epochs × {t['s_per_epoch_previous']:.1f} s against "
                 f"{t['epochs_default']} epochs × {t['s_per_epoch_default']:.1f} s: "
                 f"`ttq_speedup_vs_previous_default` = **{t['value']:.2f}**.")
@@ -122,8 +141,7 @@ def screening_quality() -> str:
     folder = ROOT / "results" / "screening_quality"
     if not any(folder.glob("*.json")):
         return "_No results/screening_quality/: run the `bench/train_variant.py` commands above._"
-    from tools.nbload import load_lib  # rows and findings: the notebook's own functions
-    lib = load_lib()
+    lib = nb_lib()                                   # rows and findings: the notebook's own functions
     qrows = lib.quality_screen_rows(folder)
     rows = []
     for r in qrows:
