@@ -165,8 +165,7 @@ def bench_entry(x, cfg, repeats, steps, warmup, lib_before=None, compiled=False)
             p.add_(0.02 * torch.randn_like(p))
 
     def copy_of_ours(nb_lib=lib):
-        m = nb_lib.NormalizingFlow(**lib.model_kwargs(cfg)) if nb_lib is lib else nb_lib.NormalizingFlow(
-            hidden=cfg["hidden"])
+        m = nb_lib.NormalizingFlow(**lib.model_kwargs(cfg))
         m.load_state_dict(ours.state_dict())
         return m
 
@@ -227,28 +226,34 @@ def bench_entry(x, cfg, repeats, steps, warmup, lib_before=None, compiled=False)
     }
 
 
-def bench_epochs(cfg, data, repeats) -> dict:
+def bench_epochs(cfg, data, repeats, lib_before=None) -> dict:
     """Wall seconds of one epoch of the notebook's real loop, interleaved: fit() for one epoch (shuffling,
     dequantization, the steps, the non-finite checks, validation, checkpoints) in three configurations:
     fp32 and bf16 without the moving average (the loop of the earlier float32 default, and with bf16 MLPs), and
-    'default', the notebook's config as it is."""
+    'default', the notebook's config as it is; with lib_before, also 'default_before': the default config trained
+    by the fit() of the notebook at that earlier revision."""
     device = data["train_pix"].device
     plain = {**cfg, "epochs": 1, "ema_decay": None}
     variants = {"fp32": {**plain, "cpu_bf16": False}, "bf16": {**plain, "cpu_bf16": True},
                 "default": {**cfg, "epochs": 1}}
+    libs = dict.fromkeys(variants, lib)
+    if lib_before is not None:
+        variants["default_before"], libs["default_before"] = variants["default"], lib_before
     seconds = {k: [] for k in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             for name, c in variants.items():
                 lib.set_seed(c["seed"])
-                model = lib.NormalizingFlow(**lib.model_kwargs(c)).to(device)
-                run = lib.fit(model, data["train_pix"], data["val_x"], c, Path(tmp) / f"{name}_{r}", quiet=True)
+                model = libs[name].NormalizingFlow(**lib.model_kwargs(c)).to(device)
+                run = libs[name].fit(model, data["train_pix"], data["val_x"], c, Path(tmp) / f"{name}_{r}",
+                                     quiet=True)
                 seconds[name].append(run["hist"]["epoch_s"][0])
     med = {k: statistics.median(v) for k, v in seconds.items()}
     return {"n_train": len(data["train_pix"]), "n_val": len(data["val_x"]), "batch_size": cfg["batch_size"],
             "hidden": cfg["hidden"], "epoch_s_all": seconds, "epoch_s_median": med,
             "speedup_bf16_vs_fp32": med["fp32"] / med["bf16"], "default_cpu_bf16": cfg["cpu_bf16"],
-            "default_ema_decay": cfg.get("ema_decay")}
+            "default_ema_decay": cfg.get("ema_decay"),
+            "default_vs_before": med["default"] / med["default_before"] if lib_before is not None else None}
 
 
 def main(argv=None) -> None:
@@ -303,7 +308,7 @@ def main(argv=None) -> None:
         ep_data = {"train_pix": data["train_pix"][: small.get("n_train")],
                    "val_x": data["val_x"][: small.get("n_val")]}
         res["epoch"] = bench_epochs({**cfg, "hidden": widths[0], **small}, ep_data,
-                                    1 if args.quick else args.epoch_repeats)
+                                    1 if args.quick else args.epoch_repeats, lib_before)
         print("one epoch of the real loop: " + ", ".join(f"{k} {v:.1f} s" for k, v in
                                                           res["epoch"]["epoch_s_median"].items()), flush=True)
     old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}

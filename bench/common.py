@@ -25,22 +25,27 @@ def config(quick: bool = False, **overrides) -> dict:
 
 
 def parse_overrides(args, cfg) -> dict:
-    """['key=value', ...] -> {key: value}, each value parsed as the type of cfg[key] (None, bool, int, float, str)."""
+    """['key=value', ...] -> {key: value}, each value read as its key's type in the notebook's CONFIG_RULES ('None'
+    where a key allows it; booleans as true/false/1/0); then the whole config is checked, so that a misspelt key, a
+    value of the wrong type or out of range is a ValueError that says what it must be, before any training."""
     out = {}
     for arg in args:
-        key, value = arg.split("=", 1)
-        old = cfg.get(key)
-        if value == "None":
-            out[key] = None
-        elif isinstance(old, bool):
-            out[key] = value.lower() in ("1", "true", "yes")
-        elif isinstance(old, int):
-            out[key] = int(value)
-        else:
+        if "=" not in arg:
+            raise ValueError(f"{arg!r} is not key=value (for example hidden=32)")
+        key, text = arg.split("=", 1)
+        rule = lib.CONFIG_RULES.get(key)
+        value = text                                   # a string unless it reads as the key's type
+        if text == "None":
+            value = None
+        elif isinstance(rule, tuple) and rule[0] is bool:
+            value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower(), text)
+        elif isinstance(rule, tuple) and rule[0] in (int, float):
             try:
-                out[key] = float(value)
+                value = int(text) if rule[0] is int else float(text)
             except ValueError:
-                out[key] = value
+                pass
+        out[key] = value
+    lib.check_config({**cfg, **out})
     return out
 
 
@@ -67,6 +72,6 @@ def write_json(path, obj) -> None:
     """Write JSON through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)

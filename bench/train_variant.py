@@ -7,9 +7,12 @@ The configuration is the notebook's full preset (its config cell) with the overr
 (model: hidden, coupling, split, logit_alpha, scale_bound, layer_scale; training: epochs, lr, lr_schedule,
 batch_size, grad_clip, cpu_bf16, ...). The output holds the per-epoch curves and seconds, the best validation
 epoch, the test bits/dim of that model and, with --quality, the sample-quality metrics at T = 1 (the notebook's
-measure_quality). Checkpoints go to checkpoints/runs/NAME/, so a killed run resumes; --quick uses the quick preset.
+measure_quality). Checkpoints go to checkpoints/runs/NAME/, so a killed run resumes. --quick uses the quick preset and
+writes into quick_run/ (results/runs/ and checkpoints/runs/ below it), never beside the real runs. A results file of
+the same NAME with other settings is never overwritten: the script stops before training and says so.
 """
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,13 +29,23 @@ def main(argv=None) -> dict:
                     "validation bits/dim")
     ap.add_argument("--quality", action="store_true", help="also score 1,000 samples at T = 1 with the classifier")
     ap.add_argument("--quick", action="store_true", help="the quick preset: a smoke run, not a result")
-    ap.add_argument("--out-dir", default=str(ROOT / "results" / "runs"))
-    ap.add_argument("--ckpt-dir", default=str(ROOT / "checkpoints" / "runs"))
+    ap.add_argument("--out-dir", default=None, help="default: results/runs (quick: quick_run/results/runs)")
+    ap.add_argument("--ckpt-dir", default=None, help="default: checkpoints/runs (quick: quick_run/checkpoints/runs)")
     args = ap.parse_intermixed_args(argv)
+    top = ROOT / "quick_run" if args.quick else ROOT
+    args.out_dir = args.out_dir or str(top / "results" / "runs")
+    args.ckpt_dir = args.ckpt_dir or str(top / "checkpoints" / "runs")
     base = config(quick=args.quick)
-    cfg = {**base, **parse_overrides(args.overrides, base)}
-    if args.stop_at_bpd is not None:
-        cfg["stop_val_bpd"] = args.stop_at_bpd
+    try:
+        cfg = {**base, **parse_overrides(args.overrides, base)}
+        if args.stop_at_bpd is not None:
+            cfg["stop_val_bpd"] = args.stop_at_bpd
+        lib.check_config(cfg)
+    except ValueError as e:
+        ap.error(str(e))
+    out_path = Path(args.out_dir) / f"{args.name}.json"
+    if out_path.exists() and lib.run_id(json.loads(out_path.read_text()).get("config", {})) != lib.run_id(cfg):
+        ap.error(f"{out_path} holds a run with other settings: choose another NAME, or move that file away")
     device = lib.pick_device()
     t0 = time.time()
     data = lib.mnist_splits(cfg, lib.data_dir(), device)
@@ -53,7 +66,7 @@ def main(argv=None) -> dict:
             out["quality_raw_last"] = {"T1.0": lib.measure_quality(raw, clf, 1.0, cfg["n_quality"],
                                                                    cfg["seed"] + 400)[1]}
             out["test_bpd_raw_last"] = lib.bits_per_dim(lib.evaluate(raw, data["test_x"], cfg["eval_batch"]))
-    write_json(Path(args.out_dir) / f"{args.name}.json", out)
+    write_json(out_path, out)
     print(f"{args.name}: best val {out['val_bpd']:.4f} (epoch {out['best_epoch']}), test {out['test_bpd']:.4f} bpd, "
           f"{out['train_time_s'] / 60:.1f} min of epochs", flush=True)
     return out

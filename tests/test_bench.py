@@ -76,6 +76,16 @@ def test_train_variant_quick_end_to_end(tmp_path, mnist_dir):
     assert r["config"]["lr_schedule"] == "cosine" and len(r["curves"]["val_bpd"]) == r["config"]["epochs"]
     assert 0 < r["test_bpd"] < 50 and 0 <= r["quality"]["T1.0"]["confident"] <= 1
     assert (tmp_path / "ck" / "v" / "best.pt").exists()
+    # the same name with other settings, a misspelt key, an argument without "=": refused before any training,
+    # with the reason, and the first run's files stay as they were
+    before = {p: p.read_bytes() for p in [tmp_path / "runs" / "v.json", *(tmp_path / "ck" / "v").glob("*.pt")]}
+    for args, why in ((["hidden=32"], "holds a run with other settings"), (["hiden=32"], "did you mean 'hidden'"),
+                      (["epochs"], "is not key=value")):
+        p = subprocess.run([sys.executable, str(ROOT / "bench" / "train_variant.py"), "v", "--quick", *args,
+                            "--out-dir", str(tmp_path / "runs"), "--ckpt-dir", str(tmp_path / "ck")], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and why in p.stderr, p.stderr[-2000:]
+    assert {p: p.read_bytes() for p in before} == before
 
 
 @pytest.mark.slow
@@ -191,14 +201,27 @@ def test_bench_compiled_step_quick(tmp_path, mnist_dir):
 
 @pytest.mark.slow
 def test_gpu_run_quick_and_its_deadline(tmp_path, mnist_dir):
-    """bench/gpu_run.py on the quick preset (here on the CPU: the eager fallback path of its device check), and
-    with a spent budget: every training call stops, says so, and the file is still written."""
+    """bench/gpu_run.py on the quick preset (here on the CPU, without the compiles): every part in the file, the run
+    stopped mid-way in epoch 2 and resumed after epoch 1, its curves plain JSON; and with a spent budget the file is
+    still written and says that nothing finished."""
     out = tmp_path / "g.json"
-    script([ROOT / "bench" / "gpu_run.py", "--quick", "--out", out], tmp_path)
+    script([ROOT / "bench" / "gpu_run.py", "--quick", "--epochs", "4", "--out", out], tmp_path)
     r = json.loads(out.read_text())
-    assert r["finished"] == {"eager": True, "captured": True, "full": True}
-    assert len(r["epoch_s"]["eager"]) == 1 and len(r["epoch_s"]["captured"]) == 2
-    assert r["full"]["epochs"] == r["config"]["epochs"] and r["full"]["test_bpd"] > 0
+    assert r["finished"] == {"full": True, "resume": True, "step_timing": True}
+    full, resume, checks, timing = r["full"], r["resume"], r["checks"], r["step_timing"]
+    assert full["epochs"] == r["config"]["epochs"] == 4 and full["curves"]["epoch"] == [1, 2, 3, 4]
+    assert full["test_bpd"] > 0 and full["s_per_epoch_median"] > 0 and full["best_epoch"] in (1, 2, 3, 4)
+    assert resume["stopped"] and resume["resumed_after"] == 1 and resume["first_epoch_after_resume"] == 2
+    assert resume["epochs_trained"] == [2, 3, 4] and resume["numbering_continues"]
+    assert checks["hist_serialisable"] is True and checks["hist_error"] is None
+    mem = checks["memory"]
+    assert [(s["call"], s["epoch"]) for s in mem["series"]] == [(1, 1), (1, 2), (2, 2), (2, 3), (2, 4)]
+    assert mem["rss_ok"] is True and mem["thresholds_mib"]["rss_growth"] > 0 and mem["cuda_allocated_ok"] is None
+    assert timing["eager"]["step_s_median"] > 0 and timing["eager"]["loss_finite"]
+    assert timing["compiled"]["skipped_for"] == timing["compiled_reduce_overhead"]["skipped_for"] == "option"
     script([ROOT / "bench" / "gpu_run.py", "--quick", "--budget-s", "0", "--out", out], tmp_path)
     r = json.loads(out.read_text())
-    assert r["finished"] == {"eager": False, "captured": False, "full": False} and r["full"]["epochs"] == 0
+    assert r["finished"] == {"full": False, "resume": False, "step_timing": False}
+    assert r["full"]["epochs"] == 0 and r["full"]["test_bpd"] is None and r["full"]["stopped_by"] == "OutOfTime"
+    assert r["resume"]["resumed_after"] is None and not r["resume"]["stopped"]
+    assert r["step_timing"]["eager"]["skipped_for"] == "time"

@@ -56,7 +56,7 @@ def test_lib_cells_only_define():
 def test_one_config_cell_holds_every_hyperparameter():
     cells = [s for _, s in code_cells()]
     cfg = [s for s in cells if s.startswith(CONFIG_MARK)]
-    assert len(cfg) == 1 and 'os.environ.get("NF_QUICK"' in cfg[0]
+    assert len(cfg) == 1 and 'env_flag("NF_QUICK")' in cfg[0]
     assert sum("NF_QUICK" in s for s in cells) == 1, "the preset is chosen in the config cell alone"
     assert sum(bool(re.search(r"^CFG = ", s, re.M)) for s in cells) == 1
 
@@ -152,8 +152,32 @@ def test_corrupt_mnist_is_a_clear_error(lib, tmp_path, monkeypatch):
     for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"]:
         (raw / name).write_bytes(b"not an idx file")
-    with pytest.raises(RuntimeError, match="NF_DATA_DIR"):
+    with pytest.raises(RuntimeError, match="damaged MNIST") as e:
         lib.load_mnist(tmp_path)
+    assert str(raw / "train-images-idx3-ubyte") in str(e.value) and "Delete them" in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random_pixels"])
+def test_damaged_idx_file_is_named_with_the_fix(lib, tmp_path, mnist_dir, damage):
+    """A truncated, zero-byte, or same-size file with other pixel bytes: the error names that file, nothing else."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in lib.MNIST_FILES:
+        (raw / name).symlink_to((mnist_dir / "MNIST" / "raw" / name).resolve())
+    bad = raw / "t10k-images-idx3-ubyte"
+    good = bad.read_bytes()
+    bad.unlink()
+    if damage == "truncated":
+        bad.write_bytes(good[:-784])
+    elif damage == "empty":
+        bad.write_bytes(b"")
+    else:                                              # the header intact, the pixels random
+        bad.write_bytes(good[:16] + torch.randint(0, 256, (len(good) - 16,), dtype=torch.uint8).numpy().tobytes())
+    with pytest.raises(RuntimeError, match="damaged MNIST") as e:
+        lib.load_mnist(tmp_path)
+    msg = str(e.value)
+    assert str(bad) in msg and str(raw) in msg and "train-images" not in msg
+    assert lib.load_mnist(mnist_dir)["test_x"].shape == (10_000, 784)      # the originals pass the check
 
 
 def test_data_folder_comes_from_the_environment(lib, monkeypatch):
@@ -285,8 +309,9 @@ def test_quick_preset_end_to_end_and_deterministic(tmp_path, monkeypatch, mnist_
 
 @pytest.mark.slow
 def test_notebook_alone_in_an_empty_folder(tmp_path, monkeypatch, mnist_dir):
-    """Only the .ipynb in an empty folder, "Run all" with the quick preset: no error, and every cell that would
-    show a table from the repository's results/ says it is not there instead of failing."""
+    """Only the .ipynb in an empty folder, "Run all" with the quick preset and no output variables: no error, every
+    cell that would show a table from the repository's results/ says it is not there instead of failing, and the
+    outputs go to quick_run/ alone."""
     shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)
     for k in ("NF_OUT_DIR", "NF_CKPT_DIR", "NF_ABLATE"):
         monkeypatch.delenv(k, raising=False)
@@ -298,7 +323,11 @@ def test_notebook_alone_in_an_empty_folder(tmp_path, monkeypatch, mnist_dir):
     out = "".join(stream_text(c) for c in executed.cells if c.cell_type == "code")
     assert "no results/ablations.json beside this notebook" in out
     assert "no results/screening/ beside this notebook" in out
-    assert (tmp_path / "results" / "metrics.json").exists() and (tmp_path / "figures" / "samples.png").exists()
+    # a quick run writes into quick_run/ alone: never into the figures/, results/ or checkpoints/ of a full run
+    assert sorted(p.name for p in tmp_path.iterdir()) == [NOTEBOOK.name, "quick_run"]
+    quick = tmp_path / "quick_run"
+    assert (quick / "results" / "metrics.json").exists() and (quick / "figures" / "samples.png").exists()
+    assert (quick / "checkpoints" / "best.pt").exists()
 
 
 def test_appendix_tables_read_the_committed_results(lib):

@@ -92,6 +92,11 @@ def bench() -> str:
                 f"data path and validation included): {ep['fp32']:.1f} s in float32 without the moving average, "
                 f"{ep['bf16']:.1f} s with bf16 MLPs ({b['epoch']['speedup_bf16_vs_fp32']:.2f}×), {ep['default']:.1f} s "
                 "with the notebook's default config.")
+        if b["epoch"].get("default_vs_before"):
+            rev = b["command"].split("--before ")[1].split()[0]
+            out += (f" The same default config trained by the `fit()` of the notebook at `{rev}` when this was "
+                    f"measured (`--before {rev}`): {ep['default_before']:.1f} s; today's loop takes "
+                    f"{b['epoch']['default_vs_before']:.3f}× its time (all epochs: `epoch_s_all`).")
     for key, e in b["entries"].items():
         if not e.get("speedup_compiled_step"):                     # timed with --compile only
             continue

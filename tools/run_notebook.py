@@ -1,7 +1,7 @@
 """Execute normalizing_flows.ipynb top to bottom with nbclient (the same engine the tests use).
 
     python tools/run_notebook.py                      # full preset, outputs saved into the notebook in place
-    NF_QUICK=1 python tools/run_notebook.py -o /tmp/quick.ipynb
+    NF_QUICK=1 python tools/run_notebook.py -o /tmp/quick.ipynb   # a smoke run: its outputs go to quick_run/
 
 Environment variables (NF_QUICK, NF_DATA_DIR, NF_OUT_DIR, NF_CKPT_DIR) pass through to the kernel.
 tqdm's carriage-return updates are collapsed, so each progress bar is saved as one line.
