@@ -4,11 +4,11 @@
     python bench/ablate.py --only base,no_logit  # a subset; rows already in the output file are kept
     python bench/ablate.py --quick --out /tmp/a.json --ckpt /tmp/ck   # a tiny smoke run (used by the tests)
 
-The variants are the notebook's `ablation_variants()`: each changes one thing from the notebook's configuration,
-and each is trained by its `ablation_row()` with its `fit()` recipe and config (same data split, seed, noise and
-recipe for every row). Per variant: best validation bits/dim (and the epoch), test bits/dim of that model, sample
-quality at T = 1, parameter count and training time. Each variant checkpoints to <ckpt>/<name>/, so a killed run
-resumes.
+The variants are bench/studies.py's `ablation_variants()`: each changes one thing from the notebook's
+configuration, and each is trained by its `ablation_row()` with the notebook's `fit()` recipe and config for 10
+epochs (--epochs: another number), with the same data split, seed, noise and recipe for every row. Per variant:
+best validation bits/dim (and the epoch), test bits/dim of that model, sample quality at T = 1, parameter count
+and training time. Each variant checkpoints to <ckpt>/<name>/, so a killed run resumes.
 """
 import argparse
 import json
@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, classifier, config, lib, machine, write_json  # noqa: E402
+from bench.studies import ablation_row, ablation_variants  # noqa: E402
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=None, help="epochs per variant (default: the config's "
-                    "ablate_epochs)")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs per variant (default: 10)")
     ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     ap.add_argument("--quick", action="store_true", help="the quick preset at width 32: a smoke run, not a result")
     ap.add_argument("--out", default=str(ROOT / "results" / "ablations.json"))
@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     only = [s for s in args.only.split(",") if s]
     base_cfg = config(quick=args.quick, **({"hidden": 32} if args.quick else {}))
-    cfg = {**base_cfg, "epochs": args.epochs or base_cfg["ablate_epochs"]}
+    cfg = {**base_cfg, "epochs": args.epochs}
     device = lib.pick_device()
     out, ckpt = Path(args.out), Path(args.ckpt)
     data = lib.mnist_splits(cfg, lib.data_dir(), device)
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
                                                     "changes one thing from the notebook's configuration"},
                    "machine": machine(device)})
     rows = {r["name"]: r for r in result.get("variants", [])}
-    variants = lib.ablation_variants(lib.model_kwargs(cfg))
+    variants = ablation_variants(lib.model_kwargs(cfg))
     names = [v["name"] for v in variants]
     if unknown := sorted(set(only) - set(names)):
         ap.error(f"unknown variant(s) {unknown}; choose from {names}")
@@ -53,7 +53,7 @@ def main(argv=None) -> None:
         if only and v["name"] not in only:
             continue
         print(f"== {v['name']}: {v['change']} | {v['model']}", flush=True)
-        r = rows[v["name"]] = lib.ablation_row(v, cfg, data, clf, ckpt)
+        r = rows[v["name"]] = ablation_row(v, cfg, data, clf, ckpt)
         q = r["quality"]["T1.0"]
         print(f"   val {r['val_bpd']:.4f} (epoch {r['best_epoch']}) test {r['test_bpd']:.4f} bpd | confident "
               f"{q['confident']:.3f}, class entropy {q['class_entropy']:.3f} | {r['n_params']:,} params | "

@@ -39,7 +39,8 @@ def main() -> None:
             print(f"{name}: no {path}, skipped")
             continue
         model, ck = lib.load_flow(path, dev)
-        draws = [lib.measure_quality(model, clf, 1.0, cfg["n_quality"], s)[1] for s in seeds]
+        draws = [lib.measure_quality(model, clf, 1.0, cfg["n_quality"], s, threshold=cfg["confident_p"])[1]
+                 for s in seeds]
         row = {"checkpoint": str(path), "model": ck["model_kw"], "epoch": ck["epoch"],
                "train": {k: ck["cfg"].get(k) for k in ("batch_size", "lr", "lr_schedule", "epochs", "cpu_bf16")},
                "val_bpd": lib.bits_per_dim(ck["val_nats"]),

@@ -60,11 +60,22 @@ def main(argv=None) -> dict:
            "n_params": sum(p.numel() for p in model.parameters()), **machine(device)}
     if args.quality:
         clf = classifier(cfg, data, Path(args.ckpt_dir) / f"classifier_{'quick' if args.quick else 'full'}.pt", device)
-        out["quality"] = {"T1.0": lib.measure_quality(model, clf, 1.0, cfg["n_quality"], cfg["seed"] + 400)[1]}
+        train_ref = lib.from_uint8(data["train_pix"])
+
+        def scored(**kw):          # classifier metrics and the median distance to the nearest training image
+            k, q = lib.measure_quality(model, clf, 1.0, cfg["n_quality"], cfg["seed"] + 400,
+                                          threshold=cfg["confident_p"], **kw)
+            return {**q, "nn_median": lib.nearest_distance(lib.from_uint8(k), train_ref).median().item()}
+        out["quality"] = {"T1.0": scored()}
+        out["nn_median_real_test"] = lib.nearest_distance(
+            lib.from_uint8(lib.to_uint8(data["test_x"][: cfg["n_quality"]])), train_ref).median().item()
+        if cfg["train_noise"]:     # the same latents, each sample followed by one Tweedie denoising step
+            out["quality_denoised"] = {"T1.0": scored(denoise_sigma=cfg["train_noise"])}
         if cfg.get("ema_decay"):      # the raw weights of the last epoch, scored the same way, beside the average's
             raw, _ = lib.load_flow(Path(args.ckpt_dir) / args.name / "last.pt", device)
             out["quality_raw_last"] = {"T1.0": lib.measure_quality(raw, clf, 1.0, cfg["n_quality"],
-                                                                   cfg["seed"] + 400)[1]}
+                                                                   cfg["seed"] + 400,
+                                                                   threshold=cfg["confident_p"])[1]}
             out["test_bpd_raw_last"] = lib.bits_per_dim(lib.evaluate(raw, data["test_x"], cfg["eval_batch"]))
     write_json(out_path, out)
     print(f"{args.name}: best val {out['val_bpd']:.4f} (epoch {out['best_epoch']}), test {out['test_bpd']:.4f} bpd, "

@@ -157,34 +157,63 @@ def test_screening_commands_reproduce_their_configs():
         args = shlex.split(r["command"])
         assert args[:3] == ["python", "bench/train_variant.py", f.stem], r["command"]
         cfg = {**base, **parse_overrides([a for a in args[3:] if "=" in a and not a.startswith("--")], base)}
-        assert {k: cfg[k] for k in (*lib.TRAIN_KEYS, "epochs")} == {k: r["config"].get(k) for k in
-                                                                   (*lib.TRAIN_KEYS, "epochs")}, f.stem
+        stored = {k: r["config"].get(k, lib.LATER_KEYS.get(k)) for k in (*lib.TRAIN_KEYS, "epochs")}
+        assert {k: cfg[k] for k in (*lib.TRAIN_KEYS, "epochs")} == stored, f.stem
+        assert lib.run_id(cfg) == lib.run_id(r["config"]), f.stem
 
 
-def test_precision_pair_lines_apply_the_bar(lib):
+def test_precision_pair_lines_apply_the_bar():
     """The bf16 pair's sentences: the differences, their standard error, and the two tests of the bar."""
+    from bench.studies import precision_pair_lines
     def run(bpd, confident):
         return {"test_bpd": bpd, "val_bpd": bpd + 0.01, "best_epoch": 20, "config": {"n_quality": 1000},
                 "quality": {"T1.0": {"confident": confident}}}
-    lines = lib.precision_pair_lines(run(1.700, 0.60), run(1.705, 0.59))
+    lines = precision_pair_lines(run(1.700, 0.60), run(1.705, 0.59))
     assert len(lines) == 4 and lines[0].startswith("float32: test 1.7000") and lines[1].startswith("bf16: test 1.7050")
     se = math.sqrt((0.6 * 0.4 + 0.59 * 0.41) / 1000)
     assert lines[2] == f"bf16 - float32: +0.0050 test bits/dim, -0.010 confident ({-0.01 / se:+.1f} s.e.)"
     assert lines[3] == "bf16 within 0.01 bits/dim: True; no loss of confident samples beyond two standard errors: True"
-    assert "beyond two standard errors: False" in lib.precision_pair_lines(run(1.700, 0.60), run(1.705, 0.50))[3]
-    assert "within 0.01 bits/dim: False" in lib.precision_pair_lines(run(1.700, 0.60), run(1.720, 0.60))[3]
+    assert "beyond two standard errors: False" in precision_pair_lines(run(1.700, 0.60), run(1.705, 0.50))[3]
+    assert "within 0.01 bits/dim: False" in precision_pair_lines(run(1.700, 0.60), run(1.720, 0.60))[3]
 
 
-def test_cpu_bf16_default_follows_the_committed_pair(lib):
+def test_cpu_bf16_default_follows_the_committed_pair():
     """The notebook's cpu_bf16 default is on exactly when the committed pair passes both tests of the bar."""
     from bench.common import config
+    from bench.studies import precision_pair_lines
     pair = {k: json.loads((ROOT / "results" / "runs" / f"pair_{k}_20ep.json").read_text()) for k in ("fp32", "bf16")}
-    verdict = lib.precision_pair_lines(pair["fp32"], pair["bf16"])[-1]
+    verdict = precision_pair_lines(pair["fp32"], pair["bf16"])[-1]
     passes = verdict.count(": True") == 2
     assert config()["cpu_bf16"] is passes, verdict
     assert pair["fp32"]["config"]["cpu_bf16"] is False and pair["bf16"]["config"]["cpu_bf16"] is True
     same = {k: v for k, v in pair["fp32"]["config"].items() if k != "cpu_bf16"}
     assert same == {k: v for k, v in pair["bf16"]["config"].items() if k != "cpu_bf16"}, "the pair differs in more"
+
+
+def test_studies_read_the_committed_results():
+    """bench/studies.py's screening rows, the ablation's findings and the sample-quality screening's rows and
+    findings come from results/, row for row."""
+    from bench import studies
+    rows = studies.screening_rows(ROOT / "results" / "screening")
+    files = sorted((ROOT / "results" / "screening").glob("*.json"))
+    assert len(rows) == len(files) >= 10
+    for r, f in zip(rows, files, strict=True):
+        val = json.loads(f.read_text())["val"]
+        assert r["best"] == min(val) and r["last"] == val[-1] and r["epochs"] == len(val)
+    abl = json.loads((ROOT / "results" / "ablations.json").read_text())
+    lines = studies.ablation_findings(abl["variants"], abl["budget"]["train"]["n_quality"])
+    assert len(lines) == len(abl["variants"]), "one line per variant besides the base, and the standard error"
+    worst = max(abl["variants"], key=lambda r: r["test_bpd"])
+    assert lines[1].startswith(worst["change"] + ":")
+    folder = ROOT / "results" / "screening_quality"
+    qrows, qfiles = studies.quality_screen_rows(folder), sorted(folder.glob("*.json"))
+    assert [r["name"] for r in qrows] == [f.stem for f in qfiles]
+    for r, f in zip(qrows, qfiles, strict=True):
+        d = json.loads(f.read_text())
+        assert r["test_bpd"] == d["test_bpd"] and r["confident"] == d["quality"]["T1.0"]["confident"]
+    findings = studies.quality_screen_findings(qrows, 1000)
+    assert len(findings) == sum(r["raw"] is not None for r in qrows) + 1
+    assert min(qrows, key=lambda r: r["test_bpd"])["name"] in findings[-1]
 
 
 @pytest.mark.slow

@@ -302,3 +302,74 @@ def test_bf16_autocast_touches_only_the_mlps(lib):
     x64 = fake_batch(2, dtype=torch.float64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(m64.calc_likelihood(x64), make(lib, dtype=torch.float64).calc_likelihood(x64))
+
+
+def test_denoise_is_tweedies_formula_for_a_gaussian(lib):
+    """The untrained flow is the logit alone, so log p(y) = log N(y; 0, I) and one Tweedie step maps y to
+    y + sigma^2 * (-y) = (1 - sigma^2) y: the function must give exactly that."""
+    model = flow(lib, hidden=16).double()
+    y = torch.randn(5, 784, dtype=torch.float64)
+    for sigma in (0.3, 0.8):
+        expected = model.preprocess.inverse((1 - sigma ** 2) * y).clamp(0, 1)
+        assert torch.allclose(lib.denoise(model, y, sigma), expected, atol=1e-12)
+    trained = perturb(flow(lib, hidden=16).double(), seed=2)
+    assert not torch.allclose(lib.denoise(trained, y, 0.5), lib.denoise(model, y, 0.5)), "it reads the model"
+    z = torch.randn(3, 784, dtype=torch.float64)
+    assert torch.allclose(trained.preprocess.inverse(lib.sample_latents(trained, z)), trained.inverse(z))
+
+
+def test_nearest_distance_against_brute_force(lib):
+    g = torch.Generator().manual_seed(0)
+    ref, x = torch.rand(50, 784, generator=g), torch.rand(7, 784, generator=g)
+    x[3] = ref[11]                                                   # a copy: distance 0
+    brute = torch.stack([(ref - v).norm(dim=1).min() for v in x])
+    assert torch.allclose(lib.nearest_distance(x, ref, batch=3), brute, atol=1e-4) and lib.nearest_distance(
+        x, ref)[3] < 1e-3
+
+
+def test_training_noise_is_drawn_only_when_asked(lib, quick_cfg):
+    """train_noise = 0 draws nothing (the default run is unchanged); sigma > 0 trains on noisy logits."""
+    x = fake_batch(16)
+    states = {}
+    for sigma in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = flow(lib, hidden=16)
+        g = torch.Generator().manual_seed(5)
+        step = lib.make_train_step(model, torch.optim.Adam(model.parameters()), {**quick_cfg, "train_noise": sigma},
+                                   torch.device("cpu"), g)
+        states[sigma] = (step(x)[0].item(), torch.equal(g.get_state(), torch.Generator().manual_seed(5).get_state()))
+    assert states[0.0][1] and not states[1.0][1]
+    assert states[0.0][0] != states[1.0][0]
+
+
+def test_coupling_inverse_returns_minus_the_forward_log_det(lib):
+    torch.manual_seed(0)
+    model = perturb(flow(lib, hidden=16).double(), std=0.1)
+    h = torch.randn(4, 784, dtype=torch.float64)
+    for layer in model.layers:
+        out, ld = layer(h)
+        back, ld_back = layer.inverse(out)
+        assert torch.allclose(back, h, atol=1e-10) and torch.allclose(ld_back, -ld, atol=1e-10)
+
+
+def test_tempered_log_density_is_the_change_of_variables(lib):
+    """beta log N(z) + (1 - beta) log|det dx/dz|, with log|det dx/dz| = -(the forward log-det at x = f^-1(z))."""
+    model = perturb(flow(lib, hidden=16).double(), std=0.05, seed=3)
+    z = torch.randn(5, 784, dtype=torch.float64) * 0.5
+    x = model.inverse(z)
+    z_again, fwd_ld = model(x, validate=False)
+    assert torch.allclose(z_again, z, atol=1e-8)
+    for beta in (0.0, 1.0, 2.0):
+        expected = -0.5 * beta * (z ** 2).sum(1) - (1 - beta) * fwd_ld
+        assert torch.allclose(lib.tempered_log_density(model, z, beta), expected, atol=1e-6), beta
+
+
+def test_mala_samples_the_tempered_gaussian(lib):
+    """Without the logit the untrained flow is the identity, so p(x)^beta is N(0, I / beta): MALA started from
+    N(0, I) must shrink the variance to 1 / beta."""
+    model = flow(lib, hidden=8, logit_alpha=None)
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(400, 784, generator=g)
+    z, rate = lib.mala(model, z0, 4.0, 60, g)
+    assert 0.3 < rate < 0.95
+    assert 0.22 < z.var().item() < 0.28

@@ -1,6 +1,6 @@
 """Load the notebook's code for scripts and tests: its `#| lib` cells as a module, and its config cell's CFG.
 
-    from tools.nbload import load_lib, notebook_config
+    from tools.nbload import is_lib, load_lib, notebook_config
     lib = load_lib()                      # imports, constants, functions and classes of the notebook
     cfg = notebook_config(quick=False)    # the notebook's CFG, full or quick preset
 
@@ -25,6 +25,15 @@ def code_cells(path=NOTEBOOK) -> list:
     return [(i, "".join(c["source"])) for i, c in enumerate(cells) if c["cell_type"] == "code"]
 
 
+def is_lib(src: str) -> bool:
+    """Whether a code cell is a `#| lib` cell: its first line is `#| lib`, or its first line is a Colab form title
+    (`#@title ... { display-mode: "form" }`, which folds the code) and its second line is `#| lib`."""
+    lines = src.lstrip().splitlines()
+    if lines and lines[0].startswith("#@title"):
+        lines = lines[1:]
+    return bool(lines) and lines[0].rstrip() == LIB_MARK
+
+
 def _exec_cell(index: int, src: str, namespace: dict, path) -> None:
     exec(compile(src, f"{Path(path).name}#cell{index}", "exec"), namespace)
 
@@ -34,7 +43,7 @@ def load_lib(path=NOTEBOOK) -> types.ModuleType:
     mod = types.ModuleType("nf_lib")
     mod.__file__ = str(path)
     for i, src in code_cells(path):
-        if src.lstrip().startswith(LIB_MARK):
+        if is_lib(src):
             _exec_cell(i, src, mod.__dict__, path)
     return mod
 
@@ -45,10 +54,10 @@ def notebook_config(path=NOTEBOOK, quick: bool = False, lib=None) -> dict:
     The environment is left as it was, and nothing is written outside the scratch folder."""
     i, src = next((i, s) for i, s in code_cells(path) if s.lstrip().startswith(CONFIG_MARK))
     ns = dict((lib or load_lib(path)).__dict__)
-    keys = ("NF_QUICK", "NF_OUT_DIR", "NF_CKPT_DIR", "NF_ABLATE")
+    keys = ("NF_QUICK", "NF_OUT_DIR", "NF_CKPT_DIR")
     saved = {k: os.environ.get(k) for k in keys}
     with tempfile.TemporaryDirectory() as scratch, contextlib.redirect_stdout(io.StringIO()):
-        os.environ.update(NF_QUICK="1" if quick else "0", NF_OUT_DIR=scratch, NF_CKPT_DIR=scratch, NF_ABLATE="0")
+        os.environ.update(NF_QUICK="1" if quick else "0", NF_OUT_DIR=scratch, NF_CKPT_DIR=scratch)
         try:
             _exec_cell(i, src, ns, path)
         finally:

@@ -5,7 +5,6 @@
 
 A table whose results file is missing is written as a one-line note saying which command produces it.
 """
-import functools
 import json
 import re
 import sys
@@ -17,11 +16,11 @@ if str(ROOT) not in sys.path:
 README = ROOT / "README.md"
 
 
-@functools.cache
-def nb_lib():
-    """The notebook's `#| lib` cells, for the tables whose sentences the notebook also prints (loaded once)."""
-    from tools.nbload import load_lib
-    return load_lib()
+def studies():
+    """bench/studies.py, for the tables with computed rows and sentences (imported when first needed: it loads the
+    notebook's `#| lib` cells)."""
+    import bench.studies
+    return bench.studies
 
 
 def load(rel):
@@ -57,7 +56,38 @@ def results() -> str:
                                                   f"{real['class_entropy']:.3f}, speckle "
                                                   f"{real.get('speckle', float('nan')):.2f}; classifier test "
                                                   f"accuracy {m['classifier_test_acc']:.4f}")]
+    if "second_model" in m:
+        sm, c2 = m["second_model"], m["samples_T1"]
+        rows.insert(5, ("samples at T = 1, guards", f"class entropy {c2['class_entropy']:.3f}; median distance to the "
+                        f"nearest training image {c2['nn_median']:.2f} (real test images "
+                        f"{m['real_test_nn_median']:.2f})"))
+        rows.append(("second model (for samples)", f"trained {sm['epochs']} epochs with logit-space noise σ = "
+                     f"{sm['train_noise']}: test {sm['test_bpd']:.4f} bits/dim; "
+                     f"{sm['samples']['raw']['confident']:.3f} confident, after one Tweedie denoising step "
+                     f"{sm['samples']['denoised']['confident']:.3f} (class entropy "
+                     f"{sm['samples']['denoised']['class_entropy']:.3f}, nearest-image distance "
+                     f"{sm['samples']['denoised']['nn_median']:.2f})"))
     return table(["quantity", "value"], rows)
+
+
+def noise_screen() -> str:
+    """The noise-augmentation screen (results/screening_noise/): one row per run, one classifier, the same latents."""
+    files = sorted((ROOT / "results" / "screening_noise").glob("*.json"))
+    if not files:
+        return "_No results/screening_noise/: run the commands above._"
+    rows = []
+    for f in files:
+        r = json.loads(f.read_text())
+        q, d = r["quality"]["T1.0"], r.get("quality_denoised", {}).get("T1.0")
+        n = r["config"]["n_quality"]
+        se = (q["confident"] * (1 - q["confident"]) / n) ** 0.5
+        rows.append((f"`{f.stem}`", r["config"].get("train_noise") or 0, r["config"]["epochs"], f"{r['test_bpd']:.4f}",
+                     f"{q['confident']:.3f} ± {se:.3f}", "–" if d is None else f"{d['confident']:.3f}",
+                     f"{(d or q)['class_entropy']:.3f}", f"{(d or q)['nn_median']:.2f}",
+                     f"{r['nn_median_real_test']:.2f}"))
+    return table(["run", "noise σ (logit space)", "epochs", "test bpd", "confident, sample() at T = 1",
+                  "after one Tweedie step", "class entropy (shown samples)", "nearest training image (median)",
+                  "same for real test images"], rows)
 
 
 def pair() -> str:
@@ -66,7 +96,7 @@ def pair() -> str:
         return "_No results/runs/pair_*_20ep.json: run the two `bench/train_variant.py` commands above._"
     rows = [(k, r["config"]["epochs"], f"{r['val_bpd']:.4f}", f"{r['test_bpd']:.4f}",
              f"{r['quality']['T1.0']['confident']:.3f}") for k, r in runs.items()]
-    lines = nb_lib().precision_pair_lines(runs["fp32"], runs["bf16"])[2:]
+    lines = studies().precision_pair_lines(runs["fp32"], runs["bf16"])[2:]
     return table(["training precision", "epochs", "best val bpd", "test bpd", "confident at T = 1"], rows) + (
         "\n\n" + "\n".join(f"- {line}" for line in lines))
 
@@ -146,8 +176,8 @@ def screening_quality() -> str:
     folder = ROOT / "results" / "screening_quality"
     if not any(folder.glob("*.json")):
         return "_No results/screening_quality/: run the `bench/train_variant.py` commands above._"
-    lib = nb_lib()                                   # rows and findings: the notebook's own functions
-    qrows = lib.quality_screen_rows(folder)
+    s = studies()                                    # rows and findings: bench/studies.py's functions
+    qrows = s.quality_screen_rows(folder)
     rows = []
     for r in qrows:
         raw = "–" if r["raw"] is None else f"{r['test_bpd_raw']:.4f}, {r['raw']['confident']:.3f}"
@@ -156,11 +186,11 @@ def screening_quality() -> str:
                      f"{r['confident']:.3f}", f"{r['class_entropy']:.3f}", f"{r['speckle']:.2f}", raw))
     return table(["run", "width", "logit α", "bound c", "schedule", "EMA", "epochs", "best val bpd", "test bpd",
                   "confident at T = 1", "class entropy", "speckle", "raw weights: test bpd, confident"], rows) + (
-        "\n\n" + "\n".join(f"- {line}" for line in lib.quality_screen_findings(qrows, 1000)))
+        "\n\n" + "\n".join(f"- {line}" for line in s.quality_screen_findings(qrows, 1000)))
 
 
-TABLES = {"results": results, "pair": pair, "bench": bench, "ttq": ttq, "ablation": ablation,
-          "screening_quality": screening_quality}
+TABLES = {"results": results, "noise_screen": noise_screen, "pair": pair, "bench": bench, "ttq": ttq,
+          "ablation": ablation, "screening_quality": screening_quality}
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 
