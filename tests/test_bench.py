@@ -254,3 +254,16 @@ def test_gpu_run_quick_and_its_deadline(tmp_path, mnist_dir):
     assert r["full"]["epochs"] == 0 and r["full"]["test_bpd"] is None and r["full"]["stopped_by"] == "OutOfTime"
     assert r["resume"]["resumed_after"] is None and not r["resume"]["stopped"]
     assert r["step_timing"]["eager"]["skipped_for"] == "time"
+
+
+def test_frontier_points_are_the_committed_results():
+    """The README's frontier chart: one point per 20-epoch screen, one per denoised screen, and the notebook's run."""
+    from bench.studies import frontier_points
+    pts = frontier_points(ROOT)
+    screens = [f for d in ("screening_quality", "screening_noise") for f in (ROOT / "results" / d).glob("*.json")
+               if json.loads(f.read_text())["config"]["epochs"] == 20]
+    assert sum(k == "screen" for *_, k in pts) == len(screens)
+    noisy = [f for f in screens if "quality_denoised" in json.loads(f.read_text())]
+    assert sum(k == "denoised" for *_, k in pts) == len(noisy) >= 3
+    m = json.loads((ROOT / "results" / "metrics.json").read_text())
+    assert ("notebook, sample()", m["test_bpd"], m["sample_quality"]["T1.0"]["confident"], "notebook") in pts
