@@ -124,7 +124,8 @@ def test_report_order_and_length(nb):
     assert words <= 1500, f"{words} words of markdown before the Appendix"
     cells = nb.cells
     for key in ("Test log-likelihood", "Assignment 1", "Assignment 2", "Assignment 3"):
-        start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and key in c.source)
+        start = next(i for i, c in enumerate(cells) if c.cell_type == "markdown"
+                     and re.search(rf"^#+ .*{key}", c.source, re.M))
         answer = next(c for c in cells[start:] if c.cell_type == "code" and "display(Markdown(" in c.source)
         outputs = [o for o in answer.outputs if o.output_type == "display_data"]
         kinds = [k for o in outputs for k in o.data if k in ("image/png", "text/markdown")]
