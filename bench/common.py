@@ -68,6 +68,17 @@ def classifier(cfg, data, path, device):
     return clf
 
 
+def score_samples(k, clf, train_ref, threshold) -> dict:
+    """The notebook's sample metrics of uint8 samples k [n, 784] (confident, class entropy, speckle), the largest
+    predicted class's share (a collapse guard) and the median distance to the nearest image of train_ref."""
+    dev = train_ref.device
+    x = lib.from_uint8(k).to(dev)
+    probs = lib.predict_probs(clf, x)
+    return {**lib.sample_quality(probs, threshold), "speckle": lib.speckle(x),
+            "top_class_share": torch.bincount(probs.argmax(dim=1), minlength=10).max().item() / len(k),
+            "nn_median": lib.nearest_distance(x, train_ref).median().item()}
+
+
 def write_json(path, obj) -> None:
     """Write JSON through a temporary file and a rename."""
     path = Path(path)

@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, classifier, config, lib, machine, parse_overrides, write_json  # noqa: E402
+from bench.common import ROOT, classifier, config, lib, machine, parse_overrides, score_samples, write_json  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -28,6 +30,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--stop-at-bpd", type=float, default=None, help="stop after the first epoch at or below this "
                     "validation bits/dim")
     ap.add_argument("--quality", action="store_true", help="also score 1,000 samples at T = 1 with the classifier")
+    ap.add_argument("--mala", action="store_true", help="with --quality: also score MALA samples of the tempered "
+                    "model p(x)^beta for each of the config's tempered_betas (denoised when the model saw noise)")
     ap.add_argument("--quick", action="store_true", help="the quick preset: a smoke run, not a result")
     ap.add_argument("--out-dir", default=None, help="default: results/runs (quick: quick_run/results/runs)")
     ap.add_argument("--ckpt-dir", default=None, help="default: checkpoints/runs (quick: quick_run/checkpoints/runs)")
@@ -62,15 +66,26 @@ def main(argv=None) -> dict:
         clf = classifier(cfg, data, Path(args.ckpt_dir) / f"classifier_{'quick' if args.quick else 'full'}.pt", device)
         train_ref = lib.from_uint8(data["train_pix"])
 
-        def scored(**kw):          # classifier metrics and the median distance to the nearest training image
-            k, q = lib.measure_quality(model, clf, 1.0, cfg["n_quality"], cfg["seed"] + 400,
-                                          threshold=cfg["confident_p"], **kw)
-            return {**q, "nn_median": lib.nearest_distance(lib.from_uint8(k), train_ref).median().item()}
+        def scored(**kw):          # classifier metrics of 1,000 samples at T = 1, always from the same latents
+            k, _ = lib.measure_quality(model, clf, 1.0, cfg["n_quality"], cfg["seed"] + 400,
+                                       threshold=cfg["confident_p"], **kw)
+            return score_samples(k, clf, train_ref, cfg["confident_p"])
+        sigma_end = lib.noise_sigma(cfg, cfg["epochs"])     # the noise of the last epoch (0 once annealed)
         out["quality"] = {"T1.0": scored()}
         out["nn_median_real_test"] = lib.nearest_distance(
             lib.from_uint8(lib.to_uint8(data["test_x"][: cfg["n_quality"]])), train_ref).median().item()
-        if cfg["train_noise"]:     # the same latents, each sample followed by one Tweedie denoising step
-            out["quality_denoised"] = {"T1.0": scored(denoise_sigma=cfg["train_noise"])}
+        if sigma_end:              # the same latents, each sample followed by one Tweedie denoising step
+            out["quality_denoised"] = {"T1.0": scored(denoise_sigma=sigma_end)}
+        for beta in cfg["tempered_betas"] if args.mala else ():   # MALA towards p(x)^beta from the same latents
+            z = torch.randn(cfg["n_quality"], lib.D, generator=torch.Generator().manual_seed(cfg["seed"] + 400))
+            z, rate = lib.mala(model, z.to(device), beta, cfg["mala_steps"],
+                               torch.Generator().manual_seed(cfg["seed"] + 600))
+            with torch.no_grad():
+                y = lib.sample_latents(model, z)
+                x = lib.denoise(model, y, sigma_end) if sigma_end else model.preprocess.inverse(y).clamp(0, 1)
+            out.setdefault("quality_mala", {})[f"beta{beta}"] = {
+                **score_samples(lib.to_uint8(x), clf, train_ref, cfg["confident_p"]), "acceptance": rate,
+                "steps": cfg["mala_steps"]}
         if cfg.get("ema_decay"):      # the raw weights of the last epoch, scored the same way, beside the average's
             raw, _ = lib.load_flow(Path(args.ckpt_dir) / args.name / "last.pt", device)
             out["quality_raw_last"] = {"T1.0": lib.measure_quality(raw, clf, 1.0, cfg["n_quality"],

@@ -342,6 +342,30 @@ def test_training_noise_is_drawn_only_when_asked(lib, quick_cfg):
     assert states[0.0][0] != states[1.0][0]
 
 
+def test_annealed_noise_falls_to_zero_and_is_part_of_the_run(lib, quick_cfg):
+    """noise_anneal = k: sigma constant, then falling linearly over the last k epochs to 0 in the last one; the
+    step's sigma argument is what it trains with; an annealed run depends on its number of epochs."""
+    cfg = {**quick_cfg, "epochs": 10, "train_noise": 2.0, "noise_anneal": 4}
+    assert [lib.noise_sigma(cfg, e) for e in range(1, 11)] == [2.0] * 6 + [1.5, 1.0, 0.5, 0.0]
+    assert {lib.noise_sigma({**cfg, "noise_anneal": 0}, e) for e in range(1, 11)} == {2.0}
+    assert lib.run_id(cfg) != lib.run_id({**cfg, "epochs": 12})
+    assert lib.run_id({**cfg, "noise_anneal": 0}) == lib.run_id({**cfg, "noise_anneal": 0, "epochs": 12})
+    assert lib.run_id({k: v for k, v in cfg.items() if k != "noise_anneal"}) == lib.run_id({**cfg, "noise_anneal": 0})
+    x = fake_batch(16)
+    losses = []
+    for sigma in (0.0, 2.0):
+        torch.manual_seed(0)
+        model = flow(lib, hidden=16)
+        step = lib.make_train_step(model, torch.optim.Adam(model.parameters()), cfg, torch.device("cpu"),
+                                   torch.Generator().manual_seed(5))
+        losses.append(step(x, sigma)[0].item())
+    torch.manual_seed(0)
+    model = flow(lib, hidden=16)
+    plain = lib.make_train_step(model, torch.optim.Adam(model.parameters()), {**cfg, "train_noise": 0.0},
+                                torch.device("cpu"))
+    assert losses[0] == plain(x)[0].item() and losses[1] != losses[0]
+
+
 def test_coupling_inverse_returns_minus_the_forward_log_det(lib):
     torch.manual_seed(0)
     model = perturb(flow(lib, hidden=16).double(), std=0.1)

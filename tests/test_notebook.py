@@ -138,7 +138,7 @@ def test_report_order_and_length(nb):
             if "loglik_curves.png" in c.source:
                 break
             visible += 0 if folded(c.source) else len(c.source.splitlines())
-    assert visible <= 400, f"{visible} lines of shown code before the learning curves"
+    assert visible <= 350, f"{visible} lines of shown code before the learning curves"
 
 
 def test_plumbing_is_folded_and_the_model_is_shown():

@@ -78,16 +78,30 @@ def noise_screen() -> str:
     rows = []
     for f in files:
         r = json.loads(f.read_text())
+        c = r["config"]
         q, d = r["quality"]["T1.0"], r.get("quality_denoised", {}).get("T1.0")
-        n = r["config"]["n_quality"]
+        n = c["n_quality"]
         se = (q["confident"] * (1 - q["confident"]) / n) ** 0.5
-        rows.append((f"`{f.stem}`", r["config"].get("train_noise") or 0, r["config"]["epochs"], f"{r['test_bpd']:.4f}",
+        recipe = [f"σ = {c.get('train_noise') or 0:g}"]
+        if c.get("noise_anneal"):
+            recipe.append(f"annealed to 0 over the last {c['noise_anneal']} epochs")
+        if c["split"] != "random":
+            recipe.append(f"{c['split']} halves")
+        if c["logit_alpha"] is None:
+            recipe.append("no logit (noise in pixel space)")
+        elif c["logit_alpha"] != 1e-4:
+            recipe.append(f"logit α = {c['logit_alpha']:g}")
+        mala = r.get("quality_mala", {})
+        mala_cells = [f"{m['confident']:.3f} ({m['class_entropy']:.3f}, {m['top_class_share']:.2f})"
+                      if (m := mala.get(f"beta{b}")) else "–" for b in (1.5, 2.0)]
+        rows.append((f"`{f.stem}`", ", ".join(recipe), c["epochs"], f"{r['test_bpd']:.4f}",
                      f"{q['confident']:.3f} ± {se:.3f}", "–" if d is None else f"{d['confident']:.3f}",
                      f"{(d or q)['class_entropy']:.3f}", f"{(d or q)['nn_median']:.2f}",
-                     f"{r['nn_median_real_test']:.2f}"))
-    return table(["run", "noise σ (logit space)", "epochs", "test bpd", "confident, sample() at T = 1",
-                  "after one Tweedie step", "class entropy (shown samples)", "nearest training image (median)",
-                  "same for real test images"], rows)
+                     f"{r['nn_median_real_test']:.2f}", *mala_cells))
+    return table(["run", "training noise (logit space unless said)", "epochs", "test bpd",
+                  "confident, sample() at T = 1", "after one Tweedie step", "class entropy (shown samples)",
+                  "nearest training image (median)", "same for real test images",
+                  "MALA β = 1.5: confident (class entropy, largest class)", "MALA β = 2"], rows)
 
 
 def pair() -> str:
@@ -189,7 +203,25 @@ def screening_quality() -> str:
         "\n\n" + "\n".join(f"- {line}" for line in s.quality_screen_findings(qrows, 1000)))
 
 
-TABLES = {"results": results, "noise_screen": noise_screen, "pair": pair, "bench": bench, "ttq": ttq,
+def sampler_options() -> str:
+    """results/sampler_options.json: ways of sampling the notebook's second model, on the same latents."""
+    r = load("sampler_options.json")
+    if r is None:
+        return "_No results/sampler_options.json: run the `bench/sampler_options.py` command above._"
+    names = {"T": "z ~ N(0, T² I), T = {}", "mala": "MALA towards p(x)^β, β = {}"}
+    rows = []
+    for key, q in r["rows"].items():
+        start, step = key.rsplit("_denoise", 1)
+        how = (names["mala"].format(start.removeprefix("mala_beta")) + f", {r['mala_steps']} steps"
+               if start.startswith("mala") else names["T"].format(start.removeprefix("T")))
+        rows.append((how, "none" if float(step) == 0 else f"σ = {step}", f"{q['confident']:.3f}",
+                     f"{q['class_entropy']:.3f}", f"{q['top_class_share']:.2f}", f"{q['nn_median']:.2f}"))
+    return table(["sampler", "Tweedie step", "confident", "class entropy", "largest class", "nearest training "
+                  f"image (median; real test images {r['nn_median_real_test']:.2f})"], rows)
+
+
+TABLES = {"results": results, "noise_screen": noise_screen, "sampler_options": sampler_options, "pair": pair,
+          "bench": bench, "ttq": ttq,
           "ablation": ablation, "screening_quality": screening_quality}
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
