@@ -79,6 +79,18 @@ def score_samples(k, clf, train_ref, threshold) -> dict:
             "nn_median": lib.nearest_distance(x, train_ref).median().item()}
 
 
+def draw(model, z, sigma, beta=None, steps=0, seed=0) -> tuple:
+    """(uint8 samples, MALA acceptance or None) from latents z: first `steps` MALA steps towards p(x)^beta when beta
+    is given, then decoded, with one Tweedie step of size sigma when sigma > 0 (a model trained with that noise)."""
+    rate = None
+    if beta is not None:
+        z, rate = lib.mala(model, z, beta, steps, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        y = lib.sample_latents(model, z)
+        x = lib.denoise(model, y, sigma) if sigma else model.preprocess.inverse(y).clamp(0, 1)
+    return lib.to_uint8(x), rate
+
+
 def write_json(path, obj) -> None:
     """Write JSON through a temporary file and a rename."""
     path = Path(path)

@@ -17,19 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import classifier, config, lib, machine, score_samples, write_json  # noqa: E402
-
-
-def draw(model, z, sigma, beta=None, steps=0, seed=0):
-    """uint8 samples from latents z: optionally MALA towards p(x)^beta first, then decoded, with one Tweedie step of
-    size sigma when sigma > 0."""
-    rate = None
-    if beta is not None:
-        z, rate = lib.mala(model, z, beta, steps, torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        y = lib.sample_latents(model, z)
-        x = lib.denoise(model, y, sigma) if sigma else model.preprocess.inverse(y).clamp(0, 1)
-    return lib.to_uint8(x), rate
+from bench.common import classifier, config, draw, lib, machine, score_samples, write_json  # noqa: E402
 
 
 def main(argv=None) -> dict:

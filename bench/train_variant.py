@@ -20,7 +20,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, classifier, config, lib, machine, parse_overrides, score_samples, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT,
+    classifier,
+    config,
+    draw,
+    lib,
+    machine,
+    parse_overrides,
+    score_samples,
+    write_json,
+)
 
 
 def main(argv=None) -> dict:
@@ -78,14 +88,9 @@ def main(argv=None) -> dict:
             out["quality_denoised"] = {"T1.0": scored(denoise_sigma=sigma_end)}
         for beta in cfg["tempered_betas"] if args.mala else ():   # MALA towards p(x)^beta from the same latents
             z = torch.randn(cfg["n_quality"], lib.D, generator=torch.Generator().manual_seed(cfg["seed"] + 400))
-            z, rate = lib.mala(model, z.to(device), beta, cfg["mala_steps"],
-                               torch.Generator().manual_seed(cfg["seed"] + 600))
-            with torch.no_grad():
-                y = lib.sample_latents(model, z)
-                x = lib.denoise(model, y, sigma_end) if sigma_end else model.preprocess.inverse(y).clamp(0, 1)
+            k, rate = draw(model, z.to(device), sigma_end, beta=beta, steps=cfg["mala_steps"], seed=cfg["seed"] + 600)
             out.setdefault("quality_mala", {})[f"beta{beta}"] = {
-                **score_samples(lib.to_uint8(x), clf, train_ref, cfg["confident_p"]), "acceptance": rate,
-                "steps": cfg["mala_steps"]}
+                **score_samples(k, clf, train_ref, cfg["confident_p"]), "acceptance": rate, "steps": cfg["mala_steps"]}
         if cfg.get("ema_decay"):      # the raw weights of the last epoch, scored the same way, beside the average's
             raw, _ = lib.load_flow(Path(args.ckpt_dir) / args.name / "last.pt", device)
             out["quality_raw_last"] = {"T1.0": lib.measure_quality(raw, clf, 1.0, cfg["n_quality"],
