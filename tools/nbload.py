@@ -7,6 +7,7 @@
 Each cell is compiled under its own name (`normalizing_flows.ipynb#cell7`, the index among all cells, as Jupyter
 counts them), so a traceback from notebook code names the cell it came from.
 """
+import ast
 import contextlib
 import io
 import json
@@ -49,9 +50,9 @@ def load_lib(path=NOTEBOOK) -> types.ModuleType:
 
 
 def notebook_config(path=NOTEBOOK, quick: bool = False, lib=None) -> dict:
-    """The notebook's CFG (full preset, or the quick one), from its `#| config` cell run in a scratch folder.
-
-    The environment is left as it was, and nothing is written outside the scratch folder."""
+    """The notebook's CFG from its `#| config` cell run in a scratch folder; with quick=True, updated by the
+    QUICK_PRESET that the run-control cell defines. The environment is left as it was, and nothing is written
+    outside the scratch folder."""
     i, src = next((i, s) for i, s in code_cells(path) if s.lstrip().startswith(CONFIG_MARK))
     ns = dict((lib or load_lib(path)).__dict__)
     keys = ("NF_QUICK", "NF_OUT_DIR", "NF_CKPT_DIR")
@@ -66,4 +67,10 @@ def notebook_config(path=NOTEBOOK, quick: bool = False, lib=None) -> dict:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-    return ns["CFG"]
+    cfg = ns["CFG"]
+    if quick:                            # the run-control cell's QUICK_PRESET, evaluated alone (the cell has effects)
+        for _, src in code_cells(path):
+            for node in ast.parse(src).body:
+                if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["QUICK_PRESET"]:
+                    cfg = {**cfg, **eval(compile(ast.Expression(node.value), "QUICK_PRESET", "eval"), ns)}
+    return cfg
