@@ -79,12 +79,14 @@ def score_samples(k, clf, train_ref, threshold) -> dict:
             "nn_median": lib.nearest_distance(x, train_ref).median().item()}
 
 
-def draw(model, z, sigma, beta=None, steps=0, seed=0) -> tuple:
-    """(uint8 samples, MALA acceptance or None) from latents z: first `steps` MALA steps towards p(x)^beta when beta
-    is given, then decoded, with one Tweedie step of size sigma when sigma > 0 (a model trained with that noise)."""
+def draw(model, z, sigma, beta=None, cfg=None) -> tuple:
+    """(uint8 samples, MALA acceptance or None) from latents z: first cfg['mala_steps'] MALA steps towards p(x)^beta
+    when beta is given (seed, step size and target acceptance from cfg, as the notebook's Appendix), then decoded,
+    with one Tweedie step of size sigma when sigma > 0 (a model trained with that noise)."""
     rate = None
     if beta is not None:
-        z, rate = lib.mala(model, z, beta, steps, torch.Generator().manual_seed(seed))
+        z, rate = lib.mala(model, z, beta, cfg["mala_steps"], torch.Generator().manual_seed(cfg["seed"] + 600),
+                           cfg["mala_step_size"], cfg["mala_accept"])
     with torch.no_grad():
         y = lib.sample_latents(model, z)
         x = lib.denoise(model, y, sigma) if sigma else model.preprocess.inverse(y).clamp(0, 1)

@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
     for t in args.temperatures:
         add(f"T{t:g}_denoise{args.sigma:g}", draw(model, z1 * t, args.sigma)[0])
     for b in args.betas:
-        k, rate = draw(model, z1, args.sigma, beta=b, steps=cfg["mala_steps"], seed=cfg["seed"] + 600)
+        k, rate = draw(model, z1, args.sigma, beta=b, cfg=cfg)
         add(f"mala_beta{b:g}_denoise{args.sigma:g}", k, acceptance=rate)
     out = {"command": "python bench/sampler_options.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "checkpoint": str(args.checkpoint), "checkpoint_epoch": ck["epoch"], "checkpoint_cfg": ck.get("cfg"),

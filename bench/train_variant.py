@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
             out["quality_denoised"] = {"T1.0": scored(denoise_sigma=sigma_end)}
         for beta in cfg["tempered_betas"] if args.mala else ():   # MALA towards p(x)^beta from the same latents
             z = torch.randn(cfg["n_quality"], lib.D, generator=torch.Generator().manual_seed(cfg["seed"] + 400))
-            k, rate = draw(model, z.to(device), sigma_end, beta=beta, steps=cfg["mala_steps"], seed=cfg["seed"] + 600)
+            k, rate = draw(model, z.to(device), sigma_end, beta=beta, cfg=cfg)
             out.setdefault("quality_mala", {})[f"beta{beta}"] = {
                 **score_samples(k, clf, train_ref, cfg["confident_p"]), "acceptance": rate, "steps": cfg["mala_steps"]}
         if cfg.get("ema_decay"):      # the raw weights of the last epoch, scored the same way, beside the average's
