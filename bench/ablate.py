@@ -8,7 +8,7 @@ The variants are bench/studies.py's `ablation_variants()`: each changes one thin
 configuration, and each is trained by its `ablation_row()` with the notebook's `fit()` recipe and config for 10
 epochs (--epochs: another number), with the same data split, seed, noise and recipe for every row. Per variant:
 best validation bits/dim (and the epoch), test bits/dim of that model, sample quality at T = 1, parameter count
-and training time. Each variant checkpoints to <ckpt>/<name>/, so a killed run resumes.
+and training time. Each variant checkpoints to <ckpt>/<name>/<run folder>/, so a killed run resumes.
 """
 import argparse
 import json
@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, classifier, config, lib, machine, write_json  # noqa: E402
+from bench.common import ROOT, Parser, classifier, cli, config, lib, machine, mnist, write_json  # noqa: E402
 from bench.studies import ablation_row, ablation_variants  # noqa: E402
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=10, help="epochs per variant (default: 10)")
     ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     ap.add_argument("--quick", action="store_true", help="the quick preset at width 32: a smoke run, not a result")
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     cfg = {**base_cfg, "epochs": args.epochs}
     device = lib.pick_device()
     out, ckpt = Path(args.out), Path(args.ckpt)
-    data = lib.mnist_splits(cfg, lib.data_dir(), device)
+    data = mnist(cfg, device)
     clf = classifier(cfg, data, ckpt / "classifier.pt", device)
 
     result = json.loads(out.read_text()) if out.exists() else {}
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
                                                     "changes one thing from the notebook's configuration"},
                    "machine": machine(device)})
     rows = {r["name"]: r for r in result.get("variants", [])}
-    variants = ablation_variants(lib.model_kwargs(cfg))
+    variants = ablation_variants({k: cfg[k] for k in lib.MODEL_KEYS})
     names = [v["name"] for v in variants]
     if unknown := sorted(set(only) - set(names)):
         ap.error(f"unknown variant(s) {unknown}; choose from {names}")
@@ -63,4 +63,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

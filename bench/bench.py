@@ -1,31 +1,38 @@
-"""Train-step and epoch speed of the notebook's flow, against nflows and against this machine's matmul peak.
+"""Train-step and epoch speed of the notebook's flow, against nflows, against this machine's matmul peak, and of
+the spline coupling against the affine one.
 
     pip install -r bench/requirements.txt && python bench/bench.py     # a few minutes: results/bench.json
     python bench/bench.py --widths 512,1024 --batches 128,256,512 --compile   # more entries
+    python bench/bench.py --only spline                                 # the spline part alone, merged into the file
     python bench/bench.py --quick --out /tmp/bench.json                 # a seconds-long smoke run
 
-1. Peer: the same architecture built from nflows 0.14 (a CompositeTransform of a logit transform, 4 nflows
-   AffineCouplingTransforms with the same halves and the same 5-Linear MLP, each followed by a learned per-feature
-   exp(s_i) transform; a StandardNormal base). Before timing, the notebook's weights are copied into it and both
-   log-likelihoods must agree (float64), so both time the same function.
-2. Train step = loss (mean bits/dim) -> backward -> clip_grad_norm_ -> fused Adam step, on one fixed batch of
-   dequantized MNIST. Entries, all in one process, warmed up, then interleaved over repeats (the median):
-   - ours_fp32, ours_bf16: the notebook's own make_train_step() with its config, cpu_bf16 off and on;
+1. Peer: the same architecture built from nflows 0.14 (nflows' PointwiseAffineTransform and Logit for the
+   preprocessing, 4 nflows AffineCouplingTransforms with the same halves and the same 5-Linear MLP, each followed
+   by a learned per-feature exp(s_i) transform; a StandardNormal base). Only the MLP's constructor and the weights
+   come from the notebook; before timing both log-likelihoods must agree (float64), so both time the same function.
+2. Train step = loss (mean bits/dim) -> backward -> clip_grad_norm_ -> fused Adam step, as fit() takes it (bench's
+   train_step), on one fixed batch of dequantized MNIST. Entries, all in one process, warmed up, then interleaved
+   over repeats (the median):
+   - ours_fp32, ours_bf16: the notebook's flow (bench's Flow), float32 and with cpu_bf16 (bf16 autocast MLPs);
    - nflows: float32 eager, the way its documentation uses it; nflows_bf16: under the same bf16 autocast;
    - optional: ours_before (the notebook at git revision --before); with --compile, float32 under torch.compile:
      ours_compiled (calc_likelihood compiled) and ours_compiled_step (the whole step compiled), with compile times.
-   speedup_vs_peer = nflows / ours with the notebook's default cpu_bf16; speedup_equal_precision = nflows /
-   ours_fp32 and nflows_bf16 / ours_bf16.
+   speedup_vs_peer = nflows / ours with the default cpu_bf16 (off); speedup_equal_precision = nflows / ours_fp32
+   and nflows_bf16 / ours_bf16.
 3. Roofline: FLOPs/step = 3 x 2 B sum_l in_l out_l over the 20 Linears; torch.matmul is timed on exactly those GEMM
    shapes in float32 as one more interleaved entry; roofline_fraction = (GEMM time) / (step time) per repeat.
-4. Epoch: one epoch of the notebook's real training loop, fit() (shuffling, dequantization, the steps, the
-   non-finite checks, validation, checkpoints) over the full 50,000 training images, interleaved
-   (--epoch-repeats): float32 and bf16 without the weights' moving average, and the notebook's default config.
+4. Epoch: one epoch of the notebook's real training loop, fit() (shuffling, dequantization, the steps, validation,
+   checkpoints) over the full 50,000 training images, interleaved (--epoch-repeats): float32 and bf16 without the
+   weights' moving average, and the notebook's default config.
+5. Spline (spline_step_ratio): one train step of the flow with coupling="spline" (K = 4 and K = 8 bins) against the
+   same step of the affine flow, width and batch of the notebook's config, float32; interleaved one step each
+   (affine, spline K = 4, spline K = 8) over --spline-steps rounds, the ratio the median of the per-round ratios
+   (paired, so a load that comes and goes hits both alike); and model.sample(1000) of the affine and the K = 4
+   spline flow, interleaved over --sample-repeats.
 """
 import argparse
 import itertools
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -37,8 +44,20 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, config, lib, machine, write_json  # noqa: E402
-from tools.nbload import load_lib  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT,
+    Flow,
+    Parser,
+    cli,
+    config,
+    lib,
+    machine,
+    mnist,
+    train,
+    train_step,
+    write_json,
+)
+from tools.nbload import load_lib, notebook_config  # noqa: E402
 
 
 def peer_flow(lib, ours):
@@ -47,18 +66,8 @@ def peer_flow(lib, ours):
     from nflows.flows.base import Flow
     from nflows.transforms.base import CompositeTransform, Transform
     from nflows.transforms.coupling import AffineCouplingTransform
-
-    class Logit(Transform):
-        """x -> logit(a + (1 - 2a) x), as an nflows Transform."""
-
-        def __init__(self, alpha):
-            super().__init__()
-            self.alpha = alpha
-
-        def forward(self, x, context=None):
-            p = self.alpha + (1 - 2 * self.alpha) * x
-            log_p, log_1mp = torch.log(p), torch.log1p(-p)
-            return log_p - log_1mp, (math.log(1 - 2 * self.alpha) - log_p - log_1mp).sum(dim=1)
+    from nflows.transforms.nonlinearities import Logit
+    from nflows.transforms.standard import PointwiseAffineTransform
 
     class BoundedAffineCoupling(AffineCouplingTransform):
         """nflows' affine coupling with the notebook's scale: exp(c tanh(raw / c)), raw = first output half."""
@@ -91,7 +100,12 @@ def peer_flow(lib, ours):
         def forward(self, x, context=None):
             return self.seq(x)
 
-    transforms = [Logit(ours.preprocess.alpha)]
+    # the logit from nflows' own transforms, not from the notebook's code: p = a + (1 - 2a) x, then nflows' Logit
+    # (the inverse of its Sigmoid); eps=0, so that its clamp never changes p, which lies in [a, 1 - a]
+    a = ours.preprocess.alpha
+    # (shift and scale held in float64, then cast with the model, so that float64 checks see them unrounded)
+    transforms = [PointwiseAffineTransform(shift=torch.tensor(a, dtype=torch.float64),
+                                           scale=torch.tensor(1 - 2 * a, dtype=torch.float64)), Logit(eps=0.0)]
     for layer in ours.layers:
         mask = torch.zeros(lib.D)
         mask[layer.idx_trans] = 1                                   # nflows: mask > 0 = transformed
@@ -100,7 +114,7 @@ def peer_flow(lib, ours):
         net.seq.load_state_dict(layer.net.state_dict())
         # nflows passes the identity features in increasing index order; ours in idx_cond order
         assert torch.equal(layer.idx_cond, torch.sort(layer.idx_cond).values), "halves must be sorted"
-        transforms += [BoundedAffineCoupling(mask, lambda i, o, net=net: net, layer.scale_bound), LayerScale(layer.s)]
+        transforms += [BoundedAffineCoupling(mask, lambda i, o, net=net: net, layer.c), LayerScale(layer.s)]
     return Flow(CompositeTransform(transforms), StandardNormal([lib.D]))
 
 
@@ -129,13 +143,6 @@ def peer_step(model, log_lik, x, bf16: bool, grad_clip: float, compile_step: boo
     return torch.compile(step) if compile_step else step
 
 
-def notebook_step(nb_lib, model, x, cfg):
-    """The notebook's own train step (make_train_step) with the config cfg, on the fixed batch x."""
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
-    step = nb_lib.make_train_step(model, opt, cfg, torch.device("cpu"))
-    return lambda: step(x)
-
-
 def gemm_shapes(model, batch):
     """(m, k, n) of every matmul in one train step: forward, grad-input, grad-weight of each Linear."""
     shapes = []
@@ -158,16 +165,22 @@ def gemm_pass(shapes):
 
 def bench_entry(x, cfg, repeats, steps, warmup, lib_before=None, compiled=False) -> dict:
     """Median train-step seconds of every entry at cfg's width and x's batch, and of the step's GEMMs alone."""
+    kw = {k: cfg[k] for k in lib.MODEL_KEYS}
     torch.manual_seed(0)
-    ours = lib.NormalizingFlow(**lib.model_kwargs(cfg))
+    ours = Flow(**kw)
     with torch.no_grad():                                          # a trained-looking, non-identity flow
         for p in ours.parameters():
             p.add_(0.02 * torch.randn_like(p))
 
-    def copy_of_ours(nb_lib=lib):
-        m = nb_lib.NormalizingFlow(**lib.model_kwargs(cfg))
+    def copy_of_ours(bf16=False):
+        m = Flow(**kw)
         m.load_state_dict(ours.state_dict())
-        return m
+        m.bf16 = bf16
+        return m.train()
+
+    def step_of(model):
+        return lambda: train_step(model, torch.optim.Adam(model.parameters(), lr=1e-4, fused=True),
+                                  cfg["grad_clip"])(x)
 
     peer = peer_flow(lib, ours)
     x64 = x[:16].double()
@@ -176,12 +189,12 @@ def bench_entry(x, cfg, repeats, steps, warmup, lib_before=None, compiled=False)
     assert max_diff < 1e-6 * ll_ours.abs().max().item(), f"peer and notebook disagree: {max_diff}"
     ours.float(); peer.float()
     peer_bf16 = peer_flow(lib, ours)
-    fns = {"ours_fp32": notebook_step(lib, copy_of_ours(), x, {**cfg, "cpu_bf16": False}),
-           "ours_bf16": notebook_step(lib, copy_of_ours(), x, {**cfg, "cpu_bf16": True}),
+    fns = {"ours_fp32": step_of(copy_of_ours()), "ours_bf16": step_of(copy_of_ours(bf16=True)),
            "nflows": peer_step(peer, peer.log_prob, x, False, cfg["grad_clip"]),
            "nflows_bf16": peer_step(peer_bf16, peer_bf16.log_prob, x, True, cfg["grad_clip"])}
     if lib_before is not None:                                     # the notebook at an earlier revision, float32
-        before = copy_of_ours(lib_before)
+        before = lib_before.NormalizingFlow(**{k: cfg[k] for k in lib_before.MODEL_KEYS if k in cfg})
+        before.load_state_dict(ours.state_dict())
         fns["ours_before"] = peer_step(before, before.calc_likelihood, x, False, cfg["grad_clip"])
     compile_s = {}
     if compiled:                                                   # torch.compile, float32: the likelihood alone,
@@ -226,28 +239,31 @@ def bench_entry(x, cfg, repeats, steps, warmup, lib_before=None, compiled=False)
     }
 
 
-def bench_epochs(cfg, data, repeats, lib_before=None) -> dict:
+def bench_epochs(cfg, data, repeats, lib_before=None, cfg_before=None) -> dict:
     """Wall seconds of one epoch of the notebook's real loop, interleaved: fit() for one epoch (shuffling,
-    dequantization, the steps, the non-finite checks, validation, checkpoints) in three configurations:
-    fp32 and bf16 without the moving average (the loop of the earlier float32 default, and with bf16 MLPs), and
-    'default', the notebook's config as it is; with lib_before, also 'default_before': the default config trained
-    by the fit() of the notebook at that earlier revision."""
+    dequantization, the steps, validation, checkpoints) in three configurations: fp32 and bf16 without the moving
+    average (the loop of the earlier float32 default, and with bf16 MLPs), and 'default', the notebook's config as
+    it is; with lib_before, also 'default_before': the config of the notebook at that earlier revision
+    (cfg_before), trained by that revision's fit()."""
     device = data["train_pix"].device
     plain = {**cfg, "epochs": 1, "ema_decay": None}
     variants = {"fp32": {**plain, "cpu_bf16": False}, "bf16": {**plain, "cpu_bf16": True},
                 "default": {**cfg, "epochs": 1}}
-    libs = dict.fromkeys(variants, lib)
-    if lib_before is not None:
-        variants["default_before"], libs["default_before"] = variants["default"], lib_before
-    seconds = {k: [] for k in variants}
+    seconds = {k: [] for k in (*variants, *(["default_before"] if lib_before is not None else []))}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             for name, c in variants.items():
-                lib.set_seed(c["seed"])
-                model = libs[name].NormalizingFlow(**lib.model_kwargs(c)).to(device)
-                run = libs[name].fit(model, data["train_pix"], data["val_x"], c, Path(tmp) / f"{name}_{r}",
-                                     quiet=True)
+                torch.manual_seed(c["seed"])
+                model = Flow(**{k: c[k] for k in lib.MODEL_KEYS}).to(device)
+                run = train(model, data, c, Path(tmp) / f"{name}_{r}", quiet=True)
                 seconds[name].append(run["hist"]["epoch_s"][0])
+            if lib_before is not None:
+                c = {**cfg_before, "epochs": 1, "hidden": cfg["hidden"]}
+                torch.manual_seed(c["seed"])
+                model = lib_before.NormalizingFlow(**{k: c[k] for k in lib_before.MODEL_KEYS}).to(device)
+                run = lib_before.fit(model, data["train_pix"], data["val_x"], c, Path(tmp) / f"before_{r}",
+                                     quiet=True)
+                seconds["default_before"].append(run["hist"]["epoch_s"][0])
     med = {k: statistics.median(v) for k, v in seconds.items()}
     return {"n_train": len(data["train_pix"]), "n_val": len(data["val_x"]), "batch_size": cfg["batch_size"],
             "hidden": cfg["hidden"], "epoch_s_all": seconds, "epoch_s_median": med,
@@ -256,39 +272,111 @@ def bench_epochs(cfg, data, repeats, lib_before=None) -> dict:
             "default_vs_before": med["default"] / med["default_before"] if lib_before is not None else None}
 
 
+def bench_spline(x, cfg, steps, warmup, sample_repeats, bins=(4, 8)) -> dict:
+    """spline_step_ratio: one float32 train step of the spline flow (K bins) against the affine flow's, paired and
+    interleaved one step each over `steps` rounds (the median of the per-round ratios), and model.sample(1000)."""
+    kw = {k: cfg[k] for k in lib.MODEL_KEYS}
+    models = {"affine": {**kw, "coupling": "affine"}, **{f"spline_k{k}": {**kw, "coupling": "spline",
+                                                                          "spline_bins": k} for k in bins}}
+    fns, flows = {}, {}
+    for name, mkw in models.items():
+        torch.manual_seed(0)
+        m = Flow(**mkw)
+        with torch.no_grad():                                      # away from the identity both start as
+            for p in m.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        flows[name] = m
+        fns[name] = train_step(m.train(), torch.optim.Adam(m.parameters(), lr=1e-4, fused=True), cfg["grad_clip"])
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn(x)
+    per_step = {k: [] for k in fns}
+    for _ in range(steps):                # one step of each, in turn: a load that comes and goes hits all alike
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(x)
+            per_step[name].append(time.perf_counter() - t0)
+    ratios = {k: [s / a for s, a in zip(per_step[k], per_step["affine"], strict=True)] for k in fns if k != "affine"}
+    sample_s = {k: [] for k in ("affine", f"spline_k{bins[0]}")}
+    for m in flows.values():
+        m.eval()
+    with torch.no_grad():
+        for k in sample_s:
+            flows[k].sample(100)                                   # warm-up
+        for r in range(sample_repeats):
+            for k in sample_s:
+                t0 = time.perf_counter()
+                flows[k].sample(1000, generator=torch.Generator().manual_seed(r))
+                sample_s[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in per_step.items()}
+    k0 = f"spline_k{bins[0]}"
+    return {
+        "spline_step_ratio": statistics.median(ratios[k0]),
+        "spline_step_s": med[k0], "affine_step_s": med["affine"],
+        **{f"spline_k{k}_step_ratio": statistics.median(ratios[f"spline_k{k}"]) for k in bins},
+        **{f"spline_k{k}_step_s": med[f"spline_k{k}"] for k in bins},
+        "sample_1000_s": {"affine": statistics.median(sample_s["affine"]),
+                          "spline": statistics.median(sample_s[k0])},
+        "details": {"hidden": cfg["hidden"], "batch": len(x), "bins": list(bins), "spline_bound": cfg["spline_bound"],
+                    "dtype": "float32", "steps_per_model": steps, "warmup_steps": warmup,
+                    "sample_repeats": sample_repeats, "threads": torch.get_num_threads(),
+                    "method": "one train step (loss, backward, clip_grad_norm_, fused Adam) of each model in turn, "
+                              "per round; ratio = median over rounds of (spline step / affine step of that round)",
+                    "step_s_all": per_step, "ratio_all": ratios, "sample_1000_s_all": sample_s},
+    }
+
+
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="512", help="hidden widths to time (default: the notebook's)")
     ap.add_argument("--batches", default="128", help="batch sizes to time (default: the notebook's 128)")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--steps", type=int, default=5, help="train steps per timed repeat")
     ap.add_argument("--epoch-repeats", type=int, default=2, help="interleaved epochs per precision (0: skip)")
+    ap.add_argument("--spline-steps", type=int, default=60, help="paired rounds of the spline part (0: skip)")
+    ap.add_argument("--sample-repeats", type=int, default=5, help="interleaved sample(1000) calls per model")
+    ap.add_argument("--only", choices=["spline"], default=None, help="run this part alone and merge its keys into "
+                    "--out, keeping the file's other keys")
     ap.add_argument("--before", default="", help="a git revision of the notebook to time as ours_before")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of calc_likelihood "
                     "and of the whole train step")
     ap.add_argument("--quick", action="store_true", help="width 64, 2 repeats, no epochs: a smoke run, not a result")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
     args = ap.parse_args(argv)
+    cmd = "python bench/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     cfg = config()
     widths = [64] if args.quick else [int(w) for w in args.widths.split(",")]
     batches = [128] if args.quick else [int(b) for b in args.batches.split(",")]
     repeats, steps, warmup = (2, 2, 1) if args.quick else (args.repeats, args.steps, 3)
-    lib_before = None
+    data = mnist(cfg, "cpu")
+    x = data["val_x"][: max(batches)]                              # one fixed batch of real dequantized MNIST
+    old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    spline_part = None
+    if args.spline_steps:
+        n_steps, n_samples = (3, 1) if args.quick else (args.spline_steps, args.sample_repeats)
+        spline_part = bench_spline(x[: cfg["batch_size"]], {**cfg, "hidden": widths[0]}, n_steps,
+                                   1 if args.quick else 3, n_samples)
+        spline_part["command"] = cmd
+        print(f"spline K=4 / affine step: {spline_part['spline_step_ratio']:.2f} ({spline_part['spline_step_s']:.3f} s "
+              f"against {spline_part['affine_step_s']:.3f} s); K=8: {spline_part['spline_k8_step_ratio']:.2f}; "
+              f"sample(1000): {spline_part['sample_1000_s']}", flush=True)
+    if args.only == "spline":
+        if spline_part is None:
+            raise ValueError("--only spline needs --spline-steps > 0")
+        write_json(args.out, {**old, "spline": spline_part, "spline_step_ratio": spline_part["spline_step_ratio"]})
+        return
+    lib_before = cfg_before = None
     if args.before and not args.quick:
         src = subprocess.run(["git", "show", f"{args.before}:normalizing_flows.ipynb"], cwd=ROOT, check=True,
                              capture_output=True, text=True).stdout
         with tempfile.NamedTemporaryFile("w", suffix=".ipynb", delete=False) as f:
             f.write(src)
         lib_before = load_lib(Path(f.name))
-    data = lib.mnist_splits(cfg, lib.data_dir(), "cpu")
-    x = data["val_x"][: max(batches)]                              # one fixed batch of real dequantized MNIST
+        cfg_before = notebook_config(Path(f.name), lib=lib_before)
     import nflows
     res = {
-        "command": "python bench/bench.py" + (" --quick" if args.quick else f" --widths {args.widths} --batches "
-                                              f"{args.batches} --epoch-repeats {args.epoch_repeats}")
-        + (f" --before {args.before}" if lib_before else "") + (" --compile" if args.compile else ""),
-        "quick": args.quick, "machine": {**machine(torch.device("cpu")), "nflows": getattr(nflows, "__version__",
-                                                                                              "0.14")},
+        "command": cmd, "quick": args.quick,
+        "machine": {**machine(torch.device("cpu")), "nflows": getattr(nflows, "__version__", "0.14")},
         "config": {k: cfg[k] for k in ("cpu_bf16", "grad_clip", "batch_size", "hidden")},
         "method": {"repeats": repeats, "steps_per_repeat": steps, "warmup_steps": warmup,
                    "flops_formula": "6 * B * sum over the 20 Linears of in_features * out_features",
@@ -308,14 +396,15 @@ def main(argv=None) -> None:
         ep_data = {"train_pix": data["train_pix"][: small.get("n_train")],
                    "val_x": data["val_x"][: small.get("n_val")]}
         res["epoch"] = bench_epochs({**cfg, "hidden": widths[0], **small}, ep_data,
-                                    1 if args.quick else args.epoch_repeats, lib_before)
+                                    1 if args.quick else args.epoch_repeats, lib_before, cfg_before)
         print("one epoch of the real loop: " + ", ".join(f"{k} {v:.1f} s" for k, v in
                                                           res["epoch"]["epoch_s_median"].items()), flush=True)
-    old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    if spline_part is not None:
+        res["spline"], res["spline_step_ratio"] = spline_part, spline_part["spline_step_ratio"]
     if "ttq_speedup_vs_previous_default" in old:                   # bench/time_to_quality.py's key stays
         res["ttq_speedup_vs_previous_default"] = old["ttq_speedup_vs_previous_default"]
     write_json(args.out, res)
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

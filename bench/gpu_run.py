@@ -12,8 +12,9 @@ resume, checks of what it leaves, and the train step eager against torch.compile
 3. checks: json.dumps(hist) works and every value in it is a plain float or int; host memory (RSS) and, on CUDA,
    torch.cuda.memory_allocated() / max_memory_allocated(), sampled at the start of every epoch, and whether their
    growth over the resumed run's epochs (from its first sample after a finished epoch) stays under THRESHOLDS_MIB.
-4. step_timing: the notebook's eager step (make_train_step) against torch.compile of it (mode default and
-   "reduce-overhead") on one fixed batch: the first call (compile) and the median seconds per step after warm-up.
+4. step_timing: the eager train step (bench's train_step, the step fit() takes) against torch.compile of it (mode
+   default and "reduce-overhead") on one fixed batch: the first call (compile) and the median seconds per step after
+   warm-up.
    A compile starts only if the time left to --budget-s is at least the longer of --compile-need-s and the last
    compile's time; a failure is recorded (its type and first line), not raised. --quick times the eager step only
    unless --compile-budget-s is given.
@@ -32,7 +33,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import QUALITY_BPD, config, lib, machine, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    QUALITY_BPD,
+    Parser,
+    build_model,
+    cli,
+    config,
+    lib,
+    load_flow,
+    machine,
+    mnist,
+    train_step,
+    write_json,
+)
 from bench.time_to_quality import first_epoch_at  # noqa: E402
 
 THRESHOLDS_MIB = {"rss_growth": 200, "cuda_allocated_growth": 64}
@@ -67,8 +80,7 @@ def memory_sample(device, call: int, epoch: int) -> dict:
 
 def train(cfg, data, ckpt, hook) -> tuple:
     """(fit()'s result, None) or (None, the name of the exception by which the hook stopped it)."""
-    lib.set_seed(cfg["seed"])
-    model = lib.NormalizingFlow(**lib.model_kwargs(cfg)).to(data["train_pix"].device)
+    model = build_model(cfg, data["train_pix"].device)
     try:
         return lib.fit(model, data["train_pix"], data["val_x"], cfg, ckpt, on_step=hook, quiet=True), None
     except (OutOfTime, Interrupted) as e:
@@ -118,10 +130,9 @@ def error_line(e) -> dict:
 def time_step(name, cfg, x, warmup, steps, repeats) -> dict:
     """First call (compile) and median seconds per step of the notebook's step, eager or under torch.compile."""
     device = x.device
-    lib.set_seed(cfg["seed"])
-    model = lib.NormalizingFlow(**lib.model_kwargs(cfg)).to(device)
+    model = build_model(cfg, device).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=device.type in ("cpu", "cuda"))   # as in fit()
-    eager = lib.make_train_step(model, opt, cfg, device)
+    eager = train_step(model, opt, cfg["grad_clip"])
     if name == "eager":
         fn = eager
     else:
@@ -153,7 +164,7 @@ def time_step(name, cfg, x, warmup, steps, repeats) -> dict:
 
 def main(argv=None) -> None:
     t_start = time.time()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/bench_gpu.json")
     ap.add_argument("--quick", action="store_true", help="the quick preset: tests the script, measures nothing")
     ap.add_argument("--epochs", type=int, default=None, help="epochs of the training run (default: the preset's)")
@@ -169,7 +180,7 @@ def main(argv=None) -> None:
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
     device = lib.pick_device()
-    data = lib.mnist_splits(cfg, lib.data_dir(), device)
+    data = mnist(cfg, device)
     n_batches = -(-len(data["train_pix"]) // cfg["batch_size"])
     stop_at = (2, n_batches // 2)                      # the deliberate stop: mid-way in the second epoch
     out = {"command": "python bench/gpu_run.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -202,7 +213,8 @@ def main(argv=None) -> None:
             run, stopped = train(cfg, data, ckpt, hook)
             resume["first_epoch_after_resume"] = state["first_epoch"]
             if run is not None:
-                resume["resumed_after"], resume["epochs_trained"] = run["resumed_after"], run["epochs_trained"]
+                resume["resumed_after"] = run["resumed_after"]
+                resume["epochs_trained"] = [e for e in run["hist"]["epoch"] if e > (run["resumed_after"] or 0)]
         sync(device)
         wall = time.time() - t0
         if run is not None:
@@ -211,7 +223,7 @@ def main(argv=None) -> None:
             last = ckpt / "last.pt"
             hist = torch.load(last, weights_only=False)["hist"] if last.exists() else {"epoch": [], "epoch_s": [],
                                                                                          "val_bpd": []}
-        best = lib.load_flow(ckpt / "best.pt", device) if (ckpt / "best.pt").exists() else None
+        best = load_flow(ckpt / "best.pt", device) if (ckpt / "best.pt").exists() else None
     checks = hist_checks(hist)
     hist = plain(hist)
     epoch, seconds = first_epoch_at(hist, QUALITY_BPD)
@@ -238,8 +250,7 @@ def main(argv=None) -> None:
     write_json(args.out, out)
 
     # part 4: the train step, eager against torch.compile, on one fixed batch of the configured size
-    lib.set_seed(cfg["seed"])
-    x = lib.dequantize(data["train_pix"][: cfg["batch_size"]])
+    x = lib.dequantize(data["train_pix"][: cfg["batch_size"]].cpu(), cfg["seed"]).to(device)
     warmup, steps, repeats = (3, 5, 3) if args.quick else (20, 30, 7)
     timing = out["step_timing"] = {"batch_size": len(x), "warmup": warmup, "steps": steps, "repeats": repeats}
     need = args.compile_need_s
@@ -268,4 +279,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -19,7 +19,7 @@ from bench.common import classifier, config, lib
 quick = '${QUICK:-0}' == '1'
 cfg = config(quick=quick)
 path = '$ck/classifier_' + ('quick' if quick else 'full') + '.pt'
-classifier(cfg, lib.mnist_splits(cfg, lib.data_dir(), lib.pick_device()), path, lib.pick_device())
+classifier(cfg, lib.mnist_splits(cfg, lib.pick_device()), path, lib.pick_device())
 " > "$out/logs/classifier.log" 2>&1
 while read -r name settings; do
   [ -z "$name" ] && continue

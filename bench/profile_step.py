@@ -2,7 +2,8 @@
 
     python bench/profile_step.py [--hidden WIDTH] [--batch B] [--fp32]   # about a minute; prints, writes nothing
 
-The step is the notebook's make_train_step() with its config (on a CPU: bf16 autocast MLPs unless --fp32). Groups
+The step is bench's train_step (the step fit() takes: loss, backward, clip, fused Adam) of the notebook's flow, in
+float32 (the default) or, with --bf16, with bench's cpu_bf16 (bf16 autocast MLPs). Groups
 (self CPU time per step): GEMMs (aten::mm, aten::addmm), Adam (the fused kernel and its Python step), gradient
 clipping (the norms and the rescaling mul_, one per parameter tensor), everything else; then the 15 costliest ops.
 """
@@ -14,25 +15,27 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import config, lib  # noqa: E402
+from bench.common import Flow, Parser, cli, config, lib, train_step  # noqa: E402
 
 GROUPS = {"GEMMs": ("aten::mm", "aten::addmm"), "Adam": ("aten::_fused_adam_", "Optimizer.step#Adam.step"),
           "clipping": ("aten::linalg_vector_norm", "aten::mul_")}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, default=None, help="default: the notebook's width")
     ap.add_argument("--batch", type=int, default=None, help="default: the notebook's batch size")
-    ap.add_argument("--fp32", action="store_true", help="float32 instead of the default precision")
+    ap.add_argument("--fp32", action="store_true", help="float32 (the default; kept for the README's command)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast MLPs (bench's cpu_bf16)")
     args = ap.parse_args()
     cfg = config()
     cfg.update(hidden=args.hidden or cfg["hidden"], batch_size=args.batch or cfg["batch_size"])
-    cfg["cpu_bf16"] = cfg["cpu_bf16"] and not args.fp32
+    cfg["cpu_bf16"] = args.bf16 and not args.fp32
     torch.manual_seed(0)
-    model = lib.NormalizingFlow(**lib.model_kwargs(cfg))
+    model = Flow(**{k: cfg[k] for k in lib.MODEL_KEYS}).train()
+    model.bf16 = cfg["cpu_bf16"]
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
-    step = lib.make_train_step(model, opt, cfg, torch.device("cpu"))
+    step = train_step(model, opt, cfg["grad_clip"])
     x = torch.rand(cfg["batch_size"], lib.D, generator=torch.Generator().manual_seed(0))
     for _ in range(5):
         step(x)
@@ -54,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -6,22 +6,21 @@
 
 For a model trained with logit-space noise sigma (--sigma), every option is scored raw and after one Tweedie step;
 --denoise scores T = 1 samples after a Tweedie step of other sizes; --temperatures draws z ~ N(0, T^2 I); --betas
-runs the notebook's MALA (its mala_steps) towards p(x)^beta from the T = 1 latents. Each row: confident, class
-entropy, speckle, the largest class's share and the median distance to the nearest training image. The classifier
-is the screens' (`classifier_full.pt` in --ckpt-dir, trained there if missing).
+runs bench's MALA (bench/samplers.py; the config's mala_steps) towards p(x)^beta from the T = 1 latents. Each row:
+confident, class entropy, speckle, the largest class's share and the median distance to the nearest training
+image. The classifier is the screens' (`classifier_full.pt` in --ckpt-dir, trained there if missing).
 """
 import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import classifier, config, draw, lib, machine, score_samples, write_json  # noqa: E402
+from bench.common import Parser, classifier, cli, config, lib, load_flow, machine, mnist, score_samples, write_json  # noqa: E402,E501
+from bench.samplers import draw, latents  # noqa: E402
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("out")
     ap.add_argument("--sigma", type=float, default=0.0, help="the logit-space noise the model was trained with")
@@ -33,12 +32,12 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     cfg = config(quick=args.quick)
     device = lib.pick_device()
-    data = lib.mnist_splits(cfg, lib.data_dir(), device)
+    model, ck = load_flow(args.checkpoint, device)             # first: a damaged checkpoint stops it at once
+    data = mnist(cfg, device)
     clf = classifier(cfg, data, Path(args.ckpt_dir) / f"classifier_{'quick' if args.quick else 'full'}.pt", device)
     train_ref = lib.from_uint8(data["train_pix"])
-    model, ck = lib.load_flow(args.checkpoint, device)
-    n, seed = cfg["n_quality"], cfg["seed"] + 400
-    z1 = torch.randn(n, lib.D, generator=torch.Generator().manual_seed(seed)).to(device)   # the screens' latents
+    n = cfg["n_quality"]
+    z1 = latents(cfg, device)                                   # the screens' latents
     rows = {}
 
     def add(name, k, **extra):
@@ -64,4 +63,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

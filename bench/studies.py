@@ -2,7 +2,8 @@
 
 Their rows and the sentences read from them are defined once here, and used by bench/ablate.py (which trains the
 ablation), tools/readme_tables.py (which writes the README's tables) and the tests. What they need of the model,
-its training and its measures comes from the notebook's `#| lib` cells, through bench.common's `lib`.
+its training and its measures comes from the notebook's `#| lib` cells, through bench.common (its Flow, which adds
+the bench-only options, such as the ablation's no-logit variant) and bench/samplers.py.
 """
 import json
 import math
@@ -10,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import lib
+from bench.common import build_model, lib, run_dir, train
+from bench.samplers import measure_quality
+
+
+def n_params(cfg) -> int:
+    """The parameter count of the notebook's flow of config cfg (built, not trained)."""
+    return sum(p.numel() for p in lib.NormalizingFlow(**{k: cfg[k] for k in lib.MODEL_KEYS}).parameters())
 
 
 def screening_rows(folder) -> list:
@@ -92,18 +99,17 @@ def ablation_variants(base: dict) -> list:
 
 def ablation_row(variant: dict, cfg: dict, data: dict, clf, ckpt_dir) -> dict:
     """Train one variant (from ablation_variants) with fit() on cfg's budget; its bits/dim, samples, size, time."""
-    lib.set_seed(cfg["seed"])
-    model = lib.NormalizingFlow(**variant["model"]).to(data["train_pix"].device)
     run_cfg = {**cfg, **variant["model"]}
-    run = lib.fit(model, data["train_pix"], data["val_x"], run_cfg, Path(ckpt_dir) / variant["name"], quiet=True)
+    model = build_model(run_cfg, data["train_pix"].device)
+    run = train(model, data, run_cfg, run_dir(Path(ckpt_dir) / variant["name"], run_cfg), quiet=True)
     model.eval()
     test_nats = lib.evaluate(model, data["test_x"], cfg["eval_batch"])
     hist, best = run["hist"], run["best"]
     return {**variant, "n_params": sum(p.numel() for p in model.parameters()), "best_epoch": best["epoch"],
             "val_bpd": lib.bits_per_dim(best["val_nats"]), "test_bpd": lib.bits_per_dim(test_nats),
             "test_nats": test_nats,
-            "quality": {"T1.0": lib.measure_quality(model, clf, 1.0, cfg["n_quality"], cfg["seed"] + 400,
-                                                        threshold=cfg["confident_p"])[1]},
+            "quality": {"T1.0": measure_quality(model, clf, 1.0, cfg["n_quality"], cfg["sample_seed"],
+                                                    threshold=cfg["confident_p"])[1]},
             "train_time_s": sum(hist["epoch_s"]), "curves": {k: hist[k] for k in ("train_bpd", "val_bpd", "epoch_s")}}
 
 
@@ -127,26 +133,33 @@ def ablation_findings(rows: list, n_quality: int) -> list:
 def frontier_points(root) -> list:
     """(label, test bits/dim, confident fraction, kind) of every screened recipe and of the notebook's full run:
     kind 'screen' for sample() of a screening run of 20 epochs or more, 'denoised' for the same run's samples after
-    one Tweedie step, 'notebook' and 'notebook_second_model' for the committed run."""
+    one Tweedie step, 'spline' for every spline-coupling screen (results/screening_spline/, its affine pair
+    included as 'screen' when it has 20 epochs or more), 'notebook' and 'notebook_spline' (or, in results of
+    earlier versions, 'notebook_second_model') for the committed run."""
     root = Path(root)
     pts = []
-    for folder in ("screening_quality", "screening_noise"):
+    for folder in ("screening_quality", "screening_noise", "screening_spline"):
         for path in sorted((root / "results" / folder).glob("*.json")):
             r = json.loads(path.read_text())
-            if r["config"]["epochs"] < 20:           # the 10-epoch runs are too short to compare
+            spline = r["config"].get("coupling") == "spline"
+            if r["config"]["epochs"] < 20 and not spline:     # the 10-epoch affine runs are too short to compare
                 continue
-            pts.append((path.stem, r["test_bpd"], r["quality"]["T1.0"]["confident"], "screen"))
+            pts.append((path.stem, r["test_bpd"], r["quality"]["T1.0"]["confident"], "spline" if spline else "screen"))
             if "quality_denoised" in r:
                 pts.append((path.stem + " + Tweedie", r["test_bpd"], r["quality_denoised"]["T1.0"]["confident"],
                             "denoised"))
     m = root / "results" / "metrics.json"
     if m.exists():
         m = json.loads(m.read_text())
-        pts.append(("notebook, sample()", m["test_bpd"], m["sample_quality"]["T1.0"]["confident"], "notebook"))
+        q = m["sample_quality"]["T1.0"] if "sample_quality" in m else m["samples_T1"]     # earlier format first
+        pts.append(("notebook, sample()", m["test_bpd"], q["confident"], "notebook"))
         if "second_model" in m:
             sm = m["second_model"]
             pts.append(("notebook, second model + Tweedie", sm["test_bpd"], sm["samples"]["denoised"]["confident"],
                         "notebook_second_model"))
+        if "spline" in m:
+            pts.append(("notebook, spline", m["spline"]["test_bpd"], m["spline"]["samples_T1"]["confident"],
+                        "notebook_spline"))
     return pts
 
 
@@ -155,8 +168,9 @@ def plot_frontier(root, out) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    style = {"screen": ("o", "tab:blue"), "denoised": ("^", "tab:green"), "notebook": ("*", "tab:red"),
-             "notebook_second_model": ("*", "tab:purple")}
+    style = {"screen": ("o", "tab:blue"), "denoised": ("^", "tab:green"), "spline": ("s", "tab:orange"),
+             "notebook": ("*", "tab:red"), "notebook_second_model": ("*", "tab:purple"),
+             "notebook_spline": ("*", "tab:orange")}
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for label, bpd, conf, kind in frontier_points(root):
         marker, color = style[kind]
@@ -165,7 +179,7 @@ def plot_frontier(root, out) -> None:
     ax.set_xlabel("test NLL [bits/dim] on the exercise's data, lower is better")
     ax.set_ylabel("confident samples at T = 1 (1,000, one classifier)")
     ax.set_title("Likelihood against recognisable samples: screening runs (blue; 20 epochs unless named),\n"
-                 "after a denoising step (green), the notebook's run (stars)", fontsize=11)
+                 "after a denoising step (green), spline couplings (orange), the notebook's run (stars)", fontsize=11)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=90)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import QUALITY_BPD, ROOT, write_json  # noqa: E402
+from bench.common import QUALITY_BPD, ROOT, cli, write_json  # noqa: E402
 
 PREVIOUS = "results/runs/previous_default_fp32.json"
 
@@ -40,7 +40,7 @@ def main() -> None:
             continue
         epoch, seconds = first_epoch_at(m["curves"], QUALITY_BPD)
         cfg = m["config"]
-        runs.append({"source": str(path.relative_to(ROOT)), "device": m.get("device_name"),
+        runs.append({"source": str(path.relative_to(ROOT)), "device": m.get("device_name") or m.get("device"),
                      "config": {**{k: cfg.get(k) for k in ("hidden", "batch_size", "lr", "lr_schedule", "epochs",
                                                            "logit_alpha", "scale_bound", "ema_decay")},
                                 "cpu_bf16": cfg.get("cpu_bf16", False)},   # runs from before the switch: float32
@@ -68,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -2,8 +2,11 @@
 
     python tools/readme_tables.py            # rewrites every block <!-- table:NAME --> ... <!-- /table --> in README.md
     python tools/readme_tables.py --check    # exit 1 if a block differs from what the results files give
+    python tools/readme_tables.py --print NAME   # print one table (any name of TABLES), whether or not README has it
 
-A table whose results file is missing is written as a one-line note saying which command produces it.
+A table whose results file is missing is written as a one-line note saying which command produces it. A README
+block is marked `<!-- table:NAME -->` ... `<!-- /table -->`; the tables without a block yet (for example
+`spline_screen`, `spline_speed`) are printed by --print, and written once a block names them.
 """
 import json
 import re
@@ -37,6 +40,8 @@ def results() -> str:
     m = load("metrics.json")
     if m is None:
         return "_No results/metrics.json: run the notebook (command 1)._"
+    if "sample_quality" not in m:                    # the lean notebook's results file
+        return results_lean(m)
     q, real = m["sample_quality"]["T1.0"], m["real_test_quality"]
     c = m["config"]
     rows = [("test log-likelihood", f"**{m['test_nats']:.1f} nats per image = {m['test_bpd']:.4f} bits/dim**"),
@@ -68,6 +73,96 @@ def results() -> str:
                      f"{sm['samples']['denoised']['class_entropy']:.3f}, nearest-image distance "
                      f"{sm['samples']['denoised']['nn_median']:.2f})"))
     return table(["quantity", "value"], rows)
+
+
+def se(p, n) -> float:
+    """One standard error of a fraction p of n."""
+    return (p * (1 - p) / n) ** 0.5
+
+
+def results_lean(m) -> str:
+    """The results table of the lean notebook's results/metrics.json (test_bpd, curves, samples_T1, spline, ...)."""
+    c, q, real = m["config"], m["samples_T1"], m["real_test_quality"]
+    curves = m["curves"]
+    n_params = studies().n_params(c)
+    halves = f"{c['split']} halves" + (f" (seed {c['split_seed']})" if c["split"] == "random" else "")
+    rows = [("test log-likelihood", f"**{m['test_nats']:.1f} nats per image = {m['test_bpd']:.4f} bits/dim**"),
+            ("validation (best epoch)", f"{m['val_bpd']:.4f} bits/dim (epoch {m['best_epoch']} of "
+                                        f"{len(curves['epoch'])})"),
+            ("model", f"logit (α = {c['logit_alpha']}) + 4 {c['coupling']} couplings (log-scale bound c = "
+                      f"{c['scale_bound']}), 5-Linear MLPs of width {c['hidden']}, {halves}, exp(s_i) per layer; "
+                      f"{n_params:,} parameters"),
+            ("training", f"Adam {c['lr']}, {c['lr_schedule']} schedule (γ = {c['lr_gamma']}), batch {c['batch_size']}, "
+                         f"clip {c['grad_clip']}, moving average of the weights: {c.get('ema_decay')}; "
+                         f"{len(curves['epoch'])} epochs in {m['train_time_s'] / 60:.1f} min on {m['device']} "
+                         f"({m['threads']} threads, torch {m['torch']}); the whole notebook "
+                         f"{m['wall_time_s'] / 60:.1f} min"),
+            (f"samples at T = 1 ({c['n_quality']:,}, classifier-scored)",
+             f"{q['confident']:.3f} ± {se(q['confident'], c['n_quality']):.3f} classifier-confident (top class p ≥ "
+             f"{c['confident_p']}), class entropy {q['class_entropy']:.3f}; median distance to the nearest training "
+             f"image {q['nn_median']:.2f} (real test images {m['real_test_nn_median']:.2f})"),
+            ("real test images, same classifier", f"{real['confident']:.3f} classifier-confident, class entropy "
+                                                  f"{real['class_entropy']:.3f}")]
+    if "temperatures" in m:
+        rows.append(("temperatures (same latents)", "; ".join(f"T = {k.removeprefix('T')}: {t['confident']:.3f} "
+                                                               f"(class entropy {t['class_entropy']:.3f})"
+                                                               for k, t in m["temperatures"].items())))
+    if "spline" in m:
+        sp = m["spline"]
+        rows.append(("spline couplings (Appendix)", f"K = {c['spline_bins']} bins on [−{c['spline_bound']}, "
+                     f"{c['spline_bound']}], {sp['epochs']} epochs ({sp['train_time_s'] / 60:.1f} min, best epoch "
+                     f"{sp['best_epoch']}): test **{sp['test_bpd']:.4f} bits/dim**; samples "
+                     f"{sp['samples_T1']['confident']:.3f} classifier-confident, class entropy "
+                     f"{sp['samples_T1']['class_entropy']:.3f}"))
+    if "round_trip_max_error" in m:
+        rows.append(("checks of the trained model", f"x → z → x on 1,000 test images: largest error "
+                     f"{m['round_trip_max_error']:.1e}; inverse of 10,000 latents all finite: "
+                     f"{m.get('inverse_finite_10k')}"))
+    out = table(["quantity", "value"], rows)
+    return out + ("\n\n_A quick-preset run: not a result._" if m.get("quick") else "")
+
+
+def spline_screen() -> str:
+    """The spline-coupling screen (results/screening_spline/): one row per run, each against the paired affine run
+    `affine_10ep` (same seed, data order, latents and classifier)."""
+    folder = ROOT / "results" / "screening_spline"
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        return "_No results/screening_spline/: run the `bench/train_variant.py` commands above._"
+    runs = {f.stem: json.loads(f.read_text()) for f in files}
+    pair = runs.get("affine_10ep")
+    rows = []
+    for name in sorted(runs, key=lambda k: (k != "affine_10ep", k)):
+        r = runs[name]
+        c, q, d = r["config"], r["quality"]["T1.0"], r.get("quality_denoised", {}).get("T1.0")
+        n = c["n_quality"]
+        spline = c.get("coupling") == "spline"
+        what = (f"spline K = {c['spline_bins']}, B = {c['spline_bound']:g}" if spline else c.get("coupling", "affine"))
+        what += f", width {c['hidden']}" + (f", logit-space noise σ = {c['train_noise']:g}" if c.get("train_noise")
+                                           else "")
+        s_epoch = sorted(r["curves"]["epoch_s"])[len(r["curves"]["epoch_s"]) // 2]
+        vs = "–" if pair is None or name == "affine_10ep" else (
+            f"{r['test_bpd'] - pair['test_bpd']:+.4f}, {q['confident'] - pair['quality']['T1.0']['confident']:+.3f}")
+        rows.append((f"`{name}`", what, c["epochs"], f"{r['test_bpd']:.4f}", f"{q['confident']:.3f} ± "
+                     f"{se(q['confident'], n):.3f}", "–" if d is None else f"{d['confident']:.3f}",
+                     f"{q['class_entropy']:.3f}", f"{q['nn_median']:.2f} ({r['nn_median_real_test']:.2f})",
+                     f"{s_epoch:.0f} ({r.get('threads', '?')})", vs))
+    return table(["run", "coupling", "epochs", "test bpd", "classifier-confident at T = 1",
+                  "after one Tweedie step", "class entropy", "nearest training image, median (real test images)",
+                  "s/epoch (threads)", "against `affine_10ep`: Δ test bpd, Δ confident"], rows)
+
+
+def spline_speed() -> str:
+    """The spline coupling's speed from results/bench.json (`python bench/bench.py --only spline`)."""
+    b = load("bench.json")
+    if b is None or "spline" not in b:
+        return "_No spline entry in results/bench.json: run `python bench/bench.py --only spline`._"
+    sp, d = b["spline"], b["spline"]["details"]
+    return (f"One float32 training step at width {d['hidden']}, batch {d['batch']} on {d['threads']} threads "
+            f"(`{sp['command']}`; {d['steps_per_model']} paired rounds, median of the per-round ratios): spline K = 4 "
+            f"{sp['spline_step_s']:.3f} s against affine {sp['affine_step_s']:.3f} s, `spline_step_ratio` = "
+            f"**{sp['spline_step_ratio']:.2f}**; K = 8: {sp['spline_k8_step_ratio']:.2f}. `model.sample(1000)`: "
+            f"affine {sp['sample_1000_s']['affine']:.2f} s, spline {sp['sample_1000_s']['spline']:.2f} s.")
 
 
 def noise_screen() -> str:
@@ -222,7 +317,8 @@ def sampler_options() -> str:
 
 TABLES = {"results": results, "noise_screen": noise_screen, "sampler_options": sampler_options, "pair": pair,
           "bench": bench, "ttq": ttq,
-          "ablation": ablation, "screening_quality": screening_quality}
+          "ablation": ablation, "screening_quality": screening_quality, "spline_screen": spline_screen,
+          "spline_speed": spline_speed}
 BLOCK = re.compile(r"(<!-- table:(\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
 
 
@@ -231,6 +327,12 @@ def render(text: str) -> str:
 
 
 def main() -> None:
+    if "--print" in sys.argv:
+        name = sys.argv[sys.argv.index("--print") + 1:][:1]
+        if not name or name[0] not in TABLES:
+            sys.exit(f"--print NAME: NAME is one of {sorted(TABLES)}")
+        print(TABLES[name[0]]())
+        return
     text = README.read_text()
     new = render(text)
     if "--check" in sys.argv:
