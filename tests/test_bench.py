@@ -387,7 +387,8 @@ def test_bench_quick_end_to_end(tmp_path, mnist_root):
     sp = res["spline"]
     assert res["spline_step_ratio"] == sp["spline_step_ratio"] == pytest.approx(
         sorted(sp["details"]["ratio_all"]["spline_k4"])[1])              # the median of 3 paired rounds
-    assert set(sp["sample_1000_s"]) == {"affine", "spline"} and sp["details"]["threads"] == torch.get_num_threads()
+    # the script runs in its own process, with its own thread count (the tests' one-thread setting does not reach it)
+    assert set(sp["sample_1000_s"]) == {"affine", "spline"} and sp["details"]["threads"] >= 1
     assert res["ttq_speedup_vs_previous_default"] == {"value": 5.0} and "other" not in res
     # --only spline merges its keys into the file and keeps the others
     script([ROOT / "bench" / "bench.py", "--quick", "--only", "spline", "--out", out], tmp_path)
