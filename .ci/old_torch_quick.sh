@@ -42,12 +42,12 @@ nb="$work/quick.ipynb"
 JUPYTER_PATH="$PWD/$VENV/share/jupyter" NF_QUICK=1 NF_ABLATE=0 NF_OUT_DIR="$work/out" NF_CKPT_DIR="$work/out/checkpoints" \
     timeout 1800 "$VENV/bin/python" tools/run_notebook.py -o "$nb"
 
-# the config cell prints "torch <version> | device ..."
+# the run-control cell prints "torch <version> | <device> | ..."
 line=$("$VENV/bin/python" - "$nb" <<'PY'
 import sys, nbformat
 nb = nbformat.read(sys.argv[1], as_version=4)
 lines = [ln for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
-         for ln in o.get("text", "").splitlines() if ln.startswith("torch ") and " | device " in ln]
+         for ln in o.get("text", "").splitlines() if ln.startswith("torch ") and " | " in ln]
 print(lines[0] if lines else "")
 PY
 )
