@@ -33,18 +33,6 @@ def make_flow(bench, cfg, **changes):
     return bench.Flow(**{**{k: cfg[k] for k in bench.lib.MODEL_KEYS}, **changes})
 
 
-@pytest.fixture(scope="module")
-def mnist_root():
-    """MNIST where the notebook reads it ($NF_DATA_DIR, else data/); skipped without it, except in CI (CI=true)."""
-    d = Path(os.environ.get("NF_DATA_DIR", "data"))
-    if not (d / "MNIST" / "raw").is_dir():
-        msg = f"no MNIST in {d.resolve()}/MNIST/raw: set NF_DATA_DIR"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return d
-
-
 # --- bench's own code: the argument rules ------------------------------------------------------------------------
 
 def test_parse_overrides_reads_each_key_strictly(bench, cfg):
@@ -305,7 +293,7 @@ def test_scripts_print_errors_as_one_line(tmp_path):
 # --- end to end, on the quick preset ------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_annealed_noise_variant_and_its_sampler_options(tmp_path, mnist_root):
+def test_annealed_noise_variant_and_its_sampler_options(tmp_path, mnist_dir):
     """A noise run annealed to 0 has no denoised score (its last epoch saw clean data) but MALA rows with the
     collapse guard; sampler_options.py scores its checkpoint, raw and denoised, on the same latents."""
     script([ROOT / "bench" / "train_variant.py", "n", "--quick", "hidden=16", "train_noise=1.0", "noise_anneal=1",
@@ -328,7 +316,7 @@ def test_annealed_noise_variant_and_its_sampler_options(tmp_path, mnist_root):
 
 
 @pytest.mark.slow
-def test_train_variant_quick_end_to_end(tmp_path, mnist_root):
+def test_train_variant_quick_end_to_end(tmp_path, mnist_dir):
     script([ROOT / "bench" / "train_variant.py", "v", "--quick", "hidden=16", "cpu_bf16=False", "lr_schedule=cosine",
             "--quality", "--out-dir", tmp_path / "runs", "--ckpt-dir", tmp_path / "ck"], tmp_path)
     r = json.loads((tmp_path / "runs" / "v.json").read_text())
@@ -352,7 +340,7 @@ def test_train_variant_quick_end_to_end(tmp_path, mnist_root):
 
 
 @pytest.mark.slow
-def test_ablate_quick_end_to_end(tmp_path, mnist_root):
+def test_ablate_quick_end_to_end(tmp_path, mnist_dir):
     out = tmp_path / "ablations.json"
     names = ["base", "coupling_additive", "no_logit", "no_layer_scale", "width_16"]
     script([ROOT / "bench" / "ablate.py", "--quick", "--epochs", "1", "--only", ",".join(names), "--out", out,
@@ -371,7 +359,7 @@ def test_ablate_quick_end_to_end(tmp_path, mnist_root):
 
 
 @pytest.mark.slow
-def test_bench_quick_end_to_end(tmp_path, mnist_root):
+def test_bench_quick_end_to_end(tmp_path, mnist_dir):
     out = tmp_path / "bench.json"
     out.write_text(json.dumps({"ttq_speedup_vs_previous_default": {"value": 5.0}, "other": 1}))
     script([ROOT / "bench" / "bench.py", "--quick", "--out", out], tmp_path)
@@ -536,7 +524,7 @@ def test_studies_read_the_committed_results():
 
 
 @pytest.mark.slow
-def test_bench_compiled_step_quick(tmp_path, mnist_root):
+def test_bench_compiled_step_quick(tmp_path, mnist_dir):
     """--compile times torch.compile of the likelihood and of the whole train step, with their compile times."""
     out = tmp_path / "bench.json"
     script([ROOT / "bench" / "bench.py", "--quick", "--compile", "--epoch-repeats", "0", "--spline-steps", "0",
@@ -550,7 +538,7 @@ def test_bench_compiled_step_quick(tmp_path, mnist_root):
 
 
 @pytest.mark.slow
-def test_gpu_run_quick_and_its_deadline(tmp_path, mnist_root):
+def test_gpu_run_quick_and_its_deadline(tmp_path, mnist_dir):
     """bench/gpu_run.py on the quick preset (here on the CPU, without the compiles): every part in the file, the run
     stopped mid-way in epoch 2 and resumed after epoch 1, its curves plain JSON; and with a spent budget the file is
     still written and says that nothing finished."""
