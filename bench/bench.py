@@ -28,7 +28,8 @@ the spline coupling against the affine one.
    same step of the affine flow, width and batch of the notebook's config, float32; interleaved one step each
    (affine, spline K = 4, spline K = 8) over --spline-steps rounds, the ratio the median of the per-round ratios
    (paired, so a load that comes and goes hits both alike); and model.sample(1000) of the affine and the K = 4
-   spline flow, interleaved over --sample-repeats.
+   spline flow, interleaved over --sample-repeats. With --before REV, the K = 4 spline flow of the notebook at REV,
+   with the same weights, steps in the same rounds: spline_speedup_vs_before.
 """
 import argparse
 import itertools
@@ -272,9 +273,11 @@ def bench_epochs(cfg, data, repeats, lib_before=None, cfg_before=None) -> dict:
             "default_vs_before": med["default"] / med["default_before"] if lib_before is not None else None}
 
 
-def bench_spline(x, cfg, steps, warmup, sample_repeats, bins=(4, 8)) -> dict:
+def bench_spline(x, cfg, steps, warmup, sample_repeats, bins=(4, 8), lib_before=None) -> dict:
     """spline_step_ratio: one float32 train step of the spline flow (K bins) against the affine flow's, paired and
-    interleaved one step each over `steps` rounds (the median of the per-round ratios), and model.sample(1000)."""
+    interleaved one step each over `steps` rounds (the median of the per-round ratios), and model.sample(1000).
+    With lib_before (the notebook at an earlier revision), its spline flow with K = bins[0] and the same weights
+    steps in the same rounds: spline_speedup_vs_before = median over rounds of (its step / ours)."""
     kw = {k: cfg[k] for k in lib.MODEL_KEYS}
     models = {"affine": {**kw, "coupling": "affine"}, **{f"spline_k{k}": {**kw, "coupling": "spline",
                                                                           "spline_bins": k} for k in bins}}
@@ -286,6 +289,12 @@ def bench_spline(x, cfg, steps, warmup, sample_repeats, bins=(4, 8)) -> dict:
             for p in m.parameters():
                 p.add_(0.02 * torch.randn_like(p))
         flows[name] = m
+    if lib_before is not None:
+        m = lib_before.NormalizingFlow(**{k: v for k, v in models[f"spline_k{bins[0]}"].items()
+                                          if k in lib_before.MODEL_KEYS})
+        m.load_state_dict(flows[f"spline_k{bins[0]}"].state_dict())
+        flows["spline_before"] = m
+    for name, m in flows.items():
         fns[name] = train_step(m.train(), torch.optim.Adam(m.parameters(), lr=1e-4, fused=True), cfg["grad_clip"])
     for fn in fns.values():
         for _ in range(warmup):
@@ -315,6 +324,9 @@ def bench_spline(x, cfg, steps, warmup, sample_repeats, bins=(4, 8)) -> dict:
         "spline_step_s": med[k0], "affine_step_s": med["affine"],
         **{f"spline_k{k}_step_ratio": statistics.median(ratios[f"spline_k{k}"]) for k in bins},
         **{f"spline_k{k}_step_s": med[f"spline_k{k}"] for k in bins},
+        **({"spline_speedup_vs_before": statistics.median(b / s for b, s in zip(
+            per_step["spline_before"], per_step[k0], strict=True)), "spline_before_step_s": med["spline_before"]}
+           if lib_before is not None else {}),
         "sample_1000_s": {"affine": statistics.median(sample_s["affine"]),
                           "spline": statistics.median(sample_s[k0])},
         "details": {"hidden": cfg["hidden"], "batch": len(x), "bins": list(bins), "spline_bound": cfg["spline_bound"],
@@ -337,7 +349,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sample-repeats", type=int, default=5, help="interleaved sample(1000) calls per model")
     ap.add_argument("--only", choices=["spline"], default=None, help="run this part alone and merge its keys into "
                     "--out, keeping the file's other keys")
-    ap.add_argument("--before", default="", help="a git revision of the notebook to time as ours_before")
+    ap.add_argument("--before", default="", help="a git revision of the notebook to time as ours_before "
+                    "(and as spline_before)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of calc_likelihood "
                     "and of the whole train step")
     ap.add_argument("--quick", action="store_true", help="width 64, 2 repeats, no epochs: a smoke run, not a result")
@@ -351,20 +364,6 @@ def main(argv=None) -> None:
     data = mnist(cfg, "cpu")
     x = data["val_x"][: max(batches)]                              # one fixed batch of real dequantized MNIST
     old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    spline_part = None
-    if args.spline_steps:
-        n_steps, n_samples = (3, 1) if args.quick else (args.spline_steps, args.sample_repeats)
-        spline_part = bench_spline(x[: cfg["batch_size"]], {**cfg, "hidden": widths[0]}, n_steps,
-                                   1 if args.quick else 3, n_samples)
-        spline_part["command"] = cmd
-        print(f"spline K=4 / affine step: {spline_part['spline_step_ratio']:.2f} ({spline_part['spline_step_s']:.3f} s "
-              f"against {spline_part['affine_step_s']:.3f} s); K=8: {spline_part['spline_k8_step_ratio']:.2f}; "
-              f"sample(1000): {spline_part['sample_1000_s']}", flush=True)
-    if args.only == "spline":
-        if spline_part is None:
-            raise ValueError("--only spline needs --spline-steps > 0")
-        write_json(args.out, {**old, "spline": spline_part, "spline_step_ratio": spline_part["spline_step_ratio"]})
-        return
     lib_before = cfg_before = None
     if args.before and not args.quick:
         src = subprocess.run(["git", "show", f"{args.before}:normalizing_flows.ipynb"], cwd=ROOT, check=True,
@@ -373,6 +372,22 @@ def main(argv=None) -> None:
             f.write(src)
         lib_before = load_lib(Path(f.name))
         cfg_before = notebook_config(Path(f.name), lib=lib_before)
+    spline_part = None
+    if args.spline_steps:
+        n_steps, n_samples = (3, 1) if args.quick else (args.spline_steps, args.sample_repeats)
+        spline_part = bench_spline(x[: cfg["batch_size"]], {**cfg, "hidden": widths[0]}, n_steps,
+                                   1 if args.quick else 3, n_samples, lib_before=lib_before)
+        spline_part["command"] = cmd
+        print(f"spline K=4 / affine step: {spline_part['spline_step_ratio']:.2f} ({spline_part['spline_step_s']:.3f} s "
+              f"against {spline_part['affine_step_s']:.3f} s); K=8: {spline_part['spline_k8_step_ratio']:.2f}; "
+              f"sample(1000): {spline_part['sample_1000_s']}"
+              + (f"; spline step {spline_part['spline_speedup_vs_before']:.2f}x faster than at {args.before}"
+                 if lib_before is not None else ""), flush=True)
+    if args.only == "spline":
+        if spline_part is None:
+            raise ValueError("--only spline needs --spline-steps > 0")
+        write_json(args.out, {**old, "spline": spline_part, "spline_step_ratio": spline_part["spline_step_ratio"]})
+        return
     import nflows
     res = {
         "command": cmd, "quick": args.quick,
