@@ -1,6 +1,7 @@
 """Where one train step's time goes: torch profiler over 10 of the notebook's own train steps, grouped by kind of op.
 
-    python bench/profile_step.py [--hidden WIDTH] [--batch B] [--fp32]   # about a minute; prints, writes nothing
+    python bench/profile_step.py [--hidden WIDTH] [--batch B] [--fp32] [--coupling spline]
+                                                                # about a minute; prints, writes nothing
 
 The step is bench's train_step (the step fit() takes: loss, backward, clip, fused Adam) of the notebook's flow, in
 float32 (the default) or, with --bf16, with bench's cpu_bf16 (bf16 autocast MLPs). Groups
@@ -27,10 +28,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="default: the notebook's batch size")
     ap.add_argument("--fp32", action="store_true", help="float32 (the default; kept for the README's command)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast MLPs (bench's cpu_bf16)")
+    ap.add_argument("--coupling", choices=["affine", "additive", "spline"], default=None,
+                    help="default: the notebook's coupling")
     args = ap.parse_args()
     cfg = config()
     cfg.update(hidden=args.hidden or cfg["hidden"], batch_size=args.batch or cfg["batch_size"])
     cfg["cpu_bf16"] = args.bf16 and not args.fp32
+    cfg["coupling"] = args.coupling or cfg["coupling"]
     torch.manual_seed(0)
     model = Flow(**{k: cfg[k] for k in lib.MODEL_KEYS}).train()
     model.bf16 = cfg["cpu_bf16"]
@@ -45,8 +49,8 @@ def main() -> None:
             step(x)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / n / 1e3
-    print(f"width {cfg['hidden']}, batch {cfg['batch_size']}, bf16 MLPs {cfg['cpu_bf16']}, "
-          f"{torch.get_num_threads()} threads: {total:.1f} ms of self CPU time per step")
+    print(f"{cfg['coupling']} couplings, width {cfg['hidden']}, batch {cfg['batch_size']}, "
+          f"bf16 MLPs {cfg['cpu_bf16']}, {torch.get_num_threads()} threads: {total:.1f} ms of self CPU time per step")
     grouped = 0.0
     for name, ops in GROUPS.items():
         ms = sum(e.self_cpu_time_total for e in events if e.key in ops) / n / 1e3

@@ -392,8 +392,11 @@ def test_time_to_quality_counts_epochs_and_seconds():
 
 
 @pytest.mark.slow
-def test_profile_step_groups_the_step(tmp_path):
-    out = script([ROOT / "bench" / "profile_step.py", "--hidden", "16", "--batch", "8"], tmp_path, timeout=300)
+@pytest.mark.parametrize("coupling", ["affine", "spline"])
+def test_profile_step_groups_the_step(tmp_path, coupling):
+    out = script([ROOT / "bench" / "profile_step.py", "--hidden", "16", "--batch", "8", "--coupling", coupling],
+                 tmp_path, timeout=300)
+    assert out.startswith(f"{coupling} couplings"), out
     shares = [float(m) for m in re.findall(r"\(\s*([\d.]+)%\)", out)]
     assert len(shares) == 4 and abs(sum(shares) - 100) < 0.5 and shares[0] > 0, out
 

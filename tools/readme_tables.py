@@ -158,11 +158,16 @@ def spline_speed() -> str:
     if b is None or "spline" not in b:
         return "_No spline entry in results/bench.json: run `python bench/bench.py --only spline`._"
     sp, d = b["spline"], b["spline"]["details"]
+    r = sorted(d["ratio_all"]["spline_k4"])
+    before = (f" The spline code of revision {sp['command'].split('--before ')[1].split()[0]}, with the same weights "
+              f"in the same rounds: {sp['spline_before_step_s']:.3f} s a step, {sp['spline_speedup_vs_before']:.2f}× "
+              "the time of the current one." if "spline_speedup_vs_before" in sp else "")
     return (f"One float32 training step at width {d['hidden']}, batch {d['batch']} on {d['threads']} threads "
             f"(`{sp['command']}`; {d['steps_per_model']} paired rounds, median of the per-round ratios): spline K = 4 "
             f"{sp['spline_step_s']:.3f} s against affine {sp['affine_step_s']:.3f} s, `spline_step_ratio` = "
-            f"**{sp['spline_step_ratio']:.2f}**; K = 8: {sp['spline_k8_step_ratio']:.2f}. `model.sample(1000)`: "
-            f"affine {sp['sample_1000_s']['affine']:.2f} s, spline {sp['sample_1000_s']['spline']:.2f} s.")
+            f"**{sp['spline_step_ratio']:.2f}** (the middle half of the rounds' ratios: {r[len(r) // 4]:.2f} to "
+            f"{r[(3 * len(r)) // 4]:.2f}); K = 8: {sp['spline_k8_step_ratio']:.2f}. `model.sample(1000)`: "
+            f"affine {sp['sample_1000_s']['affine']:.2f} s, spline {sp['sample_1000_s']['spline']:.2f} s." + before)
 
 
 def noise_screen() -> str:
