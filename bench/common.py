@@ -1,5 +1,5 @@
 """What the scripts in bench/ share: the notebook's code and config, the bench-only options, the script arguments'
-checks, the data, the digit classifier and the sample scores.
+checks, the data, the digit classifier and the sample scores (speckle too).
 
 The model, the data split, the training loop and the classifier come from the notebook's `#| lib` cells
 (tools/nbload.py) and its config cell; nothing here copies them. What the notebook no longer holds lives here as
@@ -47,11 +47,14 @@ RULES = {
     "val_noise_seed": (int, 0, None), "batch_size": (int, 1, None), "lr": (float, 1e-12, None),
     "lr_schedule": ["step", "cosine"], "lr_gamma": (float, 1e-6, 1.0), "grad_clip": (float, 1e-12, None),
     "ema_decay": (float, 0.0, 0.999999), "n_test": (int, 1, 10_000), "test_noise_seed": (int, 0, None),
-    "epochs": (int, 1, None), "spline_epochs": (int, 1, None), "eval_batch": (int, 1, None),
+    "epochs": (int, 1, None), "eval_batch": (int, 1, None),
     "clf_n_train": (int, 1, 60_000), "clf_epochs": (int, 1, None), "clf_seed": (int, 0, None),
-    "confident_p": (float, 0.1, 1.0), "n_quality": (int, 1, None), "sample_seed": (int, 0, None),
-    "grid_seed": (int, 0, None), "check_seed": (int, 0, None), "pairs": ("list", "digit pairs"),
-    "temperatures": ("list", "numbers >= 0"), "stop_val_bpd": (float, None, None),
+    "confident_p": (float, 0.1, 1.0), "strict_p": (float, 0.1, 1.0), "n_quality": (int, 1, None),
+    "sample_seed": (int, 0, None), "grid_seed": (int, 0, None), "check_seed": (int, 0, None),
+    "pairs": ("list", "digit pairs"), "pair_seed": (int, 0, None),
+    "stop_val_bpd": (float, None, None),
+    "adv_weight": (float, 0.0, None), "adv_epochs": (int, 1, None), "adv_lr": (float, 1e-12, None),
+    "critic_lr": (float, 1e-12, None), "critic_r1": (float, 0.0, None), "critic_width": (int, 1, None),
     # bench-only
     "train_noise": (float, 0.0, None), "noise_anneal": (int, 0, None), "cpu_bf16": (bool,),
     "tempered_betas": ("list", "numbers > 0"), "mala_steps": (int, 1, None), "mala_step_size": (float, 1e-12, None),
@@ -332,11 +335,17 @@ def classifier(cfg, data, path, device):
     return clf
 
 
+def speckle(x, bright=0.5) -> float:
+    """Isolated bright pixels per image: pixels >= `bright` with none of their 8 neighbours >= `bright`, x [N, 784]."""
+    b = (x.reshape(-1, 1, 28, 28) >= bright).float()
+    neighbours = torch.nn.functional.conv2d(b, torch.ones(1, 1, 3, 3, device=b.device), padding=1) - b
+    return ((b > 0) & (neighbours == 0)).sum(dim=(1, 2, 3)).double().mean().item()
+
+
 def score_samples(k, clf, train_ref, threshold) -> dict:
     """The notebook's sample measures of uint8 samples k [n, 784] (confident, class entropy, digit counts), bench's
     speckle, the largest predicted class's share (a collapse guard) and the median distance to the nearest image
     of train_ref."""
-    from bench.samplers import speckle
     x = lib.from_uint8(k).to(train_ref.device)
     probs = lib.predict_probs(clf, x)
     return {**lib.sample_quality(probs, threshold), "speckle": speckle(x),

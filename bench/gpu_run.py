@@ -7,6 +7,7 @@ resume, checks of what it leaves, and the train step eager against torch.compile
 1. full: the full preset (the notebook's CFG) trained with fit() until the training deadline (--budget-s minus
    --compile-budget-s after the start; the epochs that finished are kept): seconds per epoch, the epoch at which
    validation first reaches QUALITY_BPD, the test bits/dim of the best model.
+   Then phase 2 (the notebook's fit with a critic, cfg's adv_epochs) from its best model, until the same deadline.
 2. resume: that run is stopped on purpose mid-way in its second epoch, then fit() is called again on the same
    checkpoint folder: it must resume after epoch 1 (resumed_after) and go on numbering from epoch 2.
 3. checks: json.dumps(hist) works and every value in it is a plain float or int; host memory (RSS) and, on CUDA,
@@ -85,6 +86,32 @@ def train(cfg, data, ckpt, hook) -> tuple:
         return lib.fit(model, data["train_pix"], data["val_x"], cfg, ckpt, on_step=hook, quiet=True), None
     except (OutOfTime, Interrupted) as e:
         return None, type(e).__name__
+
+
+def phase2(cfg, data, start, ckpt, deadline) -> dict:
+    """The notebook's phase 2 (fit with a critic) from the phase-1 checkpoint `start`, cut off at `deadline`: its
+    seconds per epoch, and the test bits/dim and classifier-free sample check of the kept model."""
+    if not start.exists() or time.time() >= deadline:
+        return {"finished": False, "skipped_for": "no phase-1 model" if not start.exists() else "time"}
+    model, _ = load_flow(start, data["train_pix"].device)
+    torch.manual_seed(cfg["seed"])
+    critic = lib.Critic(cfg["critic_width"]).to(data["train_pix"].device)
+
+    def hook(epoch, step, m):
+        if time.time() > deadline:
+            raise OutOfTime
+
+    try:
+        run = lib.fit(model, data["train_pix"], data["val_x"], cfg, ckpt, critic=critic, on_step=hook, quiet=True)
+    except OutOfTime:
+        hist = torch.load(ckpt / "last.pt", weights_only=False)["hist"] if (ckpt / "last.pt").exists() else None
+        return {"finished": False, "stopped_by": "OutOfTime", "epoch_s": hist and hist["epoch_s"]}
+    hist = run["hist"]
+    x = model.sample(256, generator=torch.Generator().manual_seed(cfg["sample_seed"]))
+    return {"finished": True, "epochs": len(hist["epoch"]), "epoch_s": hist["epoch_s"],
+            "s_per_epoch_median": statistics.median(hist["epoch_s"]), "val_bpd": hist["val_bpd"],
+            "test_bpd": lib.bits_per_dim(lib.evaluate(model, data["test_x"], cfg["eval_batch"])),
+            "samples_finite_in_range": bool(torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1)}
 
 
 def hist_checks(hist) -> dict:
@@ -186,7 +213,7 @@ def main(argv=None) -> None:
     out = {"command": "python bench/gpu_run.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "quick": args.quick, **machine(device), "config": cfg, "target_val_bpd": QUALITY_BPD,
            "budget_s": args.budget_s, "compile_budget_s": compile_budget,
-           "finished": {"full": False, "resume": False, "step_timing": False}}
+           "finished": {"full": False, "resume": False, "phase2": False, "step_timing": False}}
     write_json(args.out, out)
 
     # parts 1-3: the full preset, stopped on purpose and resumed, its memory sampled at the start of every epoch
@@ -224,6 +251,10 @@ def main(argv=None) -> None:
             hist = torch.load(last, weights_only=False)["hist"] if last.exists() else {"epoch": [], "epoch_s": [],
                                                                                          "val_bpd": []}
         best = load_flow(ckpt / "best.pt", device) if (ckpt / "best.pt").exists() else None
+        # part 3b: the notebook's phase 2 (a critic beside the likelihood) from the best model, within the deadline
+        out["phase2"] = phase2(cfg, data, ckpt / "best.pt", Path(tmp) / "adv", train_deadline)
+        out["finished"]["phase2"] = out["phase2"]["finished"]
+        print(f"phase 2: {out['phase2']}", flush=True)
     checks = hist_checks(hist)
     hist = plain(hist)
     epoch, seconds = first_epoch_at(hist, QUALITY_BPD)

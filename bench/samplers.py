@@ -1,4 +1,4 @@
-"""Bench's own samplers and sample measures, beyond the notebook's sample(): speckle, the flow's inverse up to its
+"""Bench's own samplers and sample measures, beyond the notebook's sample(): the flow's inverse up to its
 logit space, one Tweedie denoising step (for a model trained with logit-space noise), the tempered model p(x)^beta
 and MALA towards it, and measure_quality / draw, which the screens and sampler_options.py score.
 
@@ -8,16 +8,8 @@ forward and inverse, sample()), so they work for the notebook's NormalizingFlow 
 import math
 
 import torch
-import torch.nn as nn
 
-from bench.common import lib
-
-
-def speckle(x, bright=0.5) -> float:
-    """Isolated bright pixels per image: pixels >= `bright` with none of their 8 neighbours >= `bright`, x [N, 784]."""
-    b = (x.reshape(-1, 1, 28, 28) >= bright).float()
-    neighbours = nn.functional.conv2d(b, torch.ones(1, 1, 3, 3, device=b.device), padding=1) - b
-    return ((b > 0) & (neighbours == 0)).sum(dim=(1, 2, 3)).double().mean().item()
+from bench.common import lib, speckle  # noqa: F401  (speckle lives in common.py; imported here by older callers)
 
 
 @torch.no_grad()

@@ -134,8 +134,9 @@ def frontier_points(root) -> list:
     """(label, test bits/dim, confident fraction, kind) of every screened recipe and of the notebook's full run:
     kind 'screen' for sample() of a screening run of 20 epochs or more, 'denoised' for the same run's samples after
     one Tweedie step, 'spline' for every spline-coupling screen (results/screening_spline/, its affine pair
-    included as 'screen' when it has 20 epochs or more), 'notebook' and 'notebook_spline' (or, in results of
-    earlier versions, 'notebook_second_model') for the committed run."""
+    included as 'screen' when it has 20 epochs or more), 'critic' for the last epoch of every critic run
+    (results/screening_critic/), 'notebook' and 'notebook_critic' (phase 2), or in results of earlier versions
+    'notebook_spline' and 'notebook_second_model', for the committed run."""
     root = Path(root)
     pts = []
     for folder in ("screening_quality", "screening_noise", "screening_spline"):
@@ -160,6 +161,13 @@ def frontier_points(root) -> list:
         if "spline" in m:
             pts.append(("notebook, spline", m["spline"]["test_bpd"], m["spline"]["samples_T1"]["confident"],
                         "notebook_spline"))
+        if "phase2" in m:
+            pts.append(("notebook, phase 2 (critic)", m["phase2"]["test_bpd"], m["phase2"]["samples_T1"]["confident"],
+                        "notebook_critic"))
+    for path in sorted((root / "results" / "screening_critic").glob("*.json")):
+        r = json.loads(path.read_text())
+        if r["config"]["adv_weight"] > 0:             # the last epoch of every critic run of the study
+            pts.append((f"critic {path.stem}", r["rows"][-1]["test_bpd"], r["rows"][-1]["confident"], "critic"))
     return pts
 
 
@@ -170,7 +178,8 @@ def plot_frontier(root, out) -> None:
     import matplotlib.pyplot as plt
     style = {"screen": ("o", "tab:blue"), "denoised": ("^", "tab:green"), "spline": ("s", "tab:orange"),
              "notebook": ("*", "tab:red"), "notebook_second_model": ("*", "tab:purple"),
-             "notebook_spline": ("*", "tab:orange")}
+             "notebook_spline": ("*", "tab:orange"), "critic": ("D", "tab:brown"),
+             "notebook_critic": ("*", "tab:brown")}
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for label, bpd, conf, kind in frontier_points(root):
         marker, color = style[kind]
@@ -179,7 +188,8 @@ def plot_frontier(root, out) -> None:
     ax.set_xlabel("test NLL [bits/dim] on the exercise's data, lower is better")
     ax.set_ylabel("confident samples at T = 1 (1,000, one classifier)")
     ax.set_title("Likelihood against recognisable samples: screening runs (blue; 20 epochs unless named),\n"
-                 "after a denoising step (green), spline couplings (orange), the notebook's run (stars)", fontsize=11)
+                 "after a denoising step (green), spline couplings (orange), phase 2 with a critic (brown),\n"
+                 "the notebook's run (stars)", fontsize=11)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=90)

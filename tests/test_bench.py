@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import fake_batch, perturb
@@ -38,15 +39,16 @@ def make_flow(bench, cfg, **changes):
 def test_parse_overrides_reads_each_key_strictly(bench, cfg):
     parse = bench.parse_overrides
     assert parse(["hidden=32", "lr=2e-3", "ema_decay=None", "layer_scale=false", "cpu_bf16=1", "coupling=spline",
-                  "temperatures=1.0,0.8", "pairs=[(1,7),(4,9)]", "train_noise=1.5", "logit_alpha=None"], cfg) == {
+                  "tempered_betas=1.0,0.8", "pairs=[(1,7),(4,9)]", "train_noise=1.5", "logit_alpha=None"], cfg) == {
         "hidden": 32, "lr": 2e-3, "ema_decay": None, "layer_scale": False, "cpu_bf16": True, "coupling": "spline",
-        "temperatures": [1.0, 0.8], "pairs": [[1, 7], [4, 9]], "train_noise": 1.5, "logit_alpha": None}
+        "tempered_betas": [1.0, 0.8], "pairs": [[1, 7], [4, 9]], "train_noise": 1.5, "logit_alpha": None}
     assert type(parse(["epochs=3"], cfg)["epochs"]) is int and type(parse(["lr=1"], cfg)["lr"]) is float
     for arg, why in [("hiden=3", "did you mean 'hidden'"), ("epochs", "is not key=value"),
                      ("hidden=3.5", "hidden='3.5': must be an integer"), ("hidden=0", "hidden=0: must be an integer"),
                      ("lr=fast", "must be a number"), ("lr=nan", "a number"), ("hidden=None", "must not be None"),
                      ("layer_scale=yes", "True or False"), ("coupling=splin", "one of ['affine', 'additive', "),
-                     ("logit_alpha=1e-9", "in [1e-06, 0.499]"), ("temperatures=1,-1", "numbers >= 0"),
+                     ("logit_alpha=1e-9", "in [1e-06, 0.499]"),
+                     ("adv_weight=-1", "adv_weight=-1.0: must be a number in [0.0, inf]"),
                      ("pairs=[(1,17)]", "digit pairs"), ("train_noise=-1", "train_noise=-1.0: must be a number in"),
                      ("noise_anneal=1.5", "must be an integer"), ("tempered_betas=0", "numbers > 0")]:
         with pytest.raises(ValueError, match=re.escape(why)):
@@ -291,6 +293,29 @@ def test_scripts_print_errors_as_one_line(tmp_path):
 
 
 # --- end to end, on the quick preset ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_critic_study_judges_every_epoch_and_resumes(tmp_path, mnist_dir):
+    """bench/critic_study.py from a quick phase-1 checkpoint: a row per epoch (0 = the start) with every measure, the
+    first 64 samples of each epoch; run again with more epochs it resumes, and its first rows are unchanged."""
+    script([ROOT / "bench" / "train_variant.py", "s", "--quick", "hidden=16", "--out-dir", tmp_path / "runs",
+            "--ckpt-dir", tmp_path / "ck"], tmp_path)
+    (start,) = (tmp_path / "ck" / "s").glob("*/best.pt")
+    args = [ROOT / "bench" / "critic_study.py", "w", "--quick", "--start", start, "adv_weight=2.0", "--out-dir",
+            tmp_path / "out", "--ckpt-dir", tmp_path / "ck2"]
+    script([*args, "--epochs", "1"], tmp_path)
+    first = json.loads((tmp_path / "out" / "w.json").read_text())
+    script([*args, "--epochs", "2"], tmp_path)
+    r = json.loads((tmp_path / "out" / "w.json").read_text())
+    assert [row["epoch"] for row in r["rows"]] == [0, 1, 2] and r["rows"][:2] == first["rows"][:2]
+    assert r["config"]["adv_weight"] == 2.0 and r["config"]["hidden"] == 16
+    for row in r["rows"]:
+        assert 0 <= row["strict"] <= row["confident"] <= 1 and math.isfinite(row["test_bpd"]) and row["nn_median"] > 0
+    grids = np.load(tmp_path / "out" / "w_samples.npz")
+    assert sorted(grids.files) == ["epoch0", "epoch1", "epoch2"] and grids["epoch2"].shape == (64, 784)
+    p = run_script([*args, "--epochs", "1", "lr=0.1"], tmp_path)
+    assert p.returncode == 2 and "the study varies only" in p.stderr
+
 
 @pytest.mark.slow
 def test_annealed_noise_variant_and_its_sampler_options(tmp_path, mnist_dir):
@@ -548,8 +573,11 @@ def test_gpu_run_quick_and_its_deadline(tmp_path, mnist_dir):
     out = tmp_path / "g.json"
     script([ROOT / "bench" / "gpu_run.py", "--quick", "--epochs", "4", "--out", out], tmp_path)
     r = json.loads(out.read_text())
-    assert r["finished"] == {"full": True, "resume": True, "step_timing": True}
+    assert r["finished"] == {"full": True, "resume": True, "phase2": True, "step_timing": True}
     full, resume, checks, timing = r["full"], r["resume"], r["checks"], r["step_timing"]
+    p2 = r["phase2"]
+    assert p2["epochs"] == r["config"]["adv_epochs"] and p2["s_per_epoch_median"] > 0 and p2["samples_finite_in_range"]
+    assert abs(p2["test_bpd"] - full["test_bpd"]) < 1.0
     assert full["epochs"] == r["config"]["epochs"] == 4 and full["curves"]["epoch"] == [1, 2, 3, 4]
     assert full["best_epoch"] == 1 + full["curves"]["val_bpd"].index(min(full["curves"]["val_bpd"]))
     assert abs(full["test_bpd"] - full["best_val_bpd"]) < 0.5 and full["s_per_epoch_median"] > 0
@@ -563,7 +591,8 @@ def test_gpu_run_quick_and_its_deadline(tmp_path, mnist_dir):
     assert timing["compiled"]["skipped_for"] == timing["compiled_reduce_overhead"]["skipped_for"] == "option"
     script([ROOT / "bench" / "gpu_run.py", "--quick", "--budget-s", "0", "--out", out], tmp_path)
     r = json.loads(out.read_text())
-    assert r["finished"] == {"full": False, "resume": False, "step_timing": False}
+    assert r["finished"] == {"full": False, "resume": False, "phase2": False, "step_timing": False}
+    assert r["phase2"]["skipped_for"] == "no phase-1 model"
     assert r["full"]["epochs"] == 0 and r["full"]["test_bpd"] is None and r["full"]["stopped_by"] == "OutOfTime"
     assert r["resume"]["resumed_after"] is None and not r["resume"]["stopped"]
     assert r["step_timing"]["eager"]["skipped_for"] == "time"
@@ -585,3 +614,8 @@ def test_frontier_points_are_the_committed_results():
     m = json.loads((ROOT / "results" / "metrics.json").read_text())
     q = m["sample_quality"]["T1.0"] if "sample_quality" in m else m["samples_T1"]
     assert ("notebook, sample()", m["test_bpd"], q["confident"], "notebook") in pts
+    if "phase2" in m:
+        p2 = m["phase2"]
+        assert ("notebook, phase 2 (critic)", p2["test_bpd"], p2["samples_T1"]["confident"], "notebook_critic") in pts
+    critic = [json.loads(f.read_text()) for f in (ROOT / "results" / "screening_critic").glob("*.json")]
+    assert sum(k == "critic" for *_, k in pts) == sum(r["config"]["adv_weight"] > 0 for r in critic)

@@ -178,7 +178,8 @@ def test_model_code_is_shown_and_plumbing_folded():
         first = src.splitlines()[0] if src else ""
         return first.startswith("#@title ") and 'display-mode: "form"' in first
 
-    for name in ("class LogitPreprocess", "class CouplingLayer", "class NormalizingFlow", "def fit(", "def rq_spline"):
+    for name in ("class LogitPreprocess", "class CouplingLayer", "class NormalizingFlow", "def fit(", "def rq_spline",
+                 "class Critic"):
         (src,) = [s for s in cells if name in s]
         assert not folded(src), name
     for name in ("def check_config", "def atomic_save", "class DigitClassifier"):
@@ -250,7 +251,9 @@ def test_markdown_holds_no_number_of_the_run(executed):
     """Numbers measured by the run are rendered by code; markdown would go stale after another "Run all"."""
     m = json.loads((ROOT / "results" / "metrics.json").read_text())
     numbers = {f"{m['test_bpd']:.4f}", f"{m['test_bpd']:.3f}", f"{m['val_bpd']:.4f}", f"{m['test_nats']:.1f}",
-               f"{m['samples_T1']['confident']:.3f}", f"{m['samples_T1']['confident']:.1%}"}
+               f"{m['samples_T1']['confident']:.3f}", f"{m['samples_T1']['confident']:.1%}",
+               f"{m['phase2']['test_bpd']:.4f}", f"{m['phase2']['test_nats']:.1f}",
+               f"{m['phase2']['samples_T1']['confident']:.1%}", f"{m['phase2']['samples_T1']['strict']:.1%}"}
     for c in executed.cells:
         if c.cell_type == "markdown":
             for n in numbers:
@@ -332,7 +335,7 @@ def test_quick_preset_alone_in_an_empty_folder(tmp_path, monkeypatch, mnist_dir)
     metrics = json.loads((quick / "results" / "metrics.json").read_text())
     val = metrics["curves"]["val_bpd"]
     assert metrics["quick"] is True and len(val) >= 2 and val[-1] < val[0], val
-    assert metrics["test_bpd"] < val[0] + 0.5 and metrics["spline"]["epochs"] >= 1
+    assert metrics["test_bpd"] < val[0] + 0.5 and metrics["phase2"]["epochs"] == 1
     shown = "".join(shown_text(c) for c in executed.cells if c.cell_type == "code")
     assert f"{metrics['test_nats']:.1f} nats per image = {metrics['test_bpd']:.4f} bits/dim" in shown
     assert repo_state() == before, "the quick run must not touch the repository's notebook, figures or results"

@@ -103,6 +103,16 @@ def results_lean(m) -> str:
              f"image {q['nn_median']:.2f} (real test images {m['real_test_nn_median']:.2f})"),
             ("real test images, same classifier", f"{real['confident']:.3f} classifier-confident, class entropy "
                                                   f"{real['class_entropy']:.3f}")]
+    if "phase2" in m:
+        p2, cur = m["phase2"], m["phase2"]["samples_T1"]
+        rows.insert(1, ("after phase 2 (critic, the final model)", f"**{p2['test_nats']:.1f} nats per image = "
+                        f"{p2['test_bpd']:.4f} bits/dim** ({p2['test_bpd'] - m['test_bpd']:+.4f}), W = "
+                        f"{c['adv_weight']}, r1 = {c['critic_r1']}, critic width {c['critic_width']}, {p2['epochs']} "
+                        f"epochs in {p2['train_time_s'] / 60:.1f} min"))
+        rows.append(("samples at T = 1 after phase 2", f"{cur['confident']:.3f} ± "
+                     f"{se(cur['confident'], c['n_quality']):.3f} classifier-confident (p ≥ {c['confident_p']}), "
+                     f"{cur['strict']:.3f} at p ≥ {c['strict_p']}; "
+                     f"class entropy {cur['class_entropy']:.3f}; nearest training image {cur['nn_median']:.2f}"))
     if "temperatures" in m:
         rows.append(("temperatures (same latents)", "; ".join(f"T = {k.removeprefix('T')}: {t['confident']:.3f} "
                                                                f"(class entropy {t['class_entropy']:.3f})"
@@ -320,7 +330,39 @@ def sampler_options() -> str:
                   f"image (median; real test images {r['nn_median_real_test']:.2f})"], rows)
 
 
-TABLES = {"results": results, "noise_screen": noise_screen, "sampler_options": sampler_options, "pair": pair,
+def critic_screen() -> str:
+    """The critic study (results/screening_critic/, bench/critic_study.py): per run, its start (epoch 0) once, then
+    every second epoch and the last; the likelihood cost against the control run (W = 0) at the same epoch."""
+    folder = ROOT / "results" / "screening_critic"
+    runs = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))}
+    if not runs:
+        return "_No results/screening_critic/: run the `bench/critic_study.py` commands above._"
+    control = next((r for r in runs.values() if r["config"]["adv_weight"] == 0), None)
+    ctrl = {row["epoch"]: row["test_bpd"] for row in control["rows"]} if control else {}
+    start = next(iter(runs.values()))["rows"][0]
+    rows = [("start: phase 1 (the notebook's recipe)", "–", "–", "–", 0, f"{start['test_bpd']:.4f}", "–",
+             f"{start['confident']:.3f}", f"{start['strict']:.3f}", f"{start['class_entropy']:.3f}",
+             f"{start['nn_median']:.2f}")]
+    order = sorted(runs, key=lambda k: (runs[k]["config"]["adv_weight"] != 0, runs[k]["config"]["adv_weight"], k))
+    for name in order:
+        r, c = runs[name], runs[name]["config"]
+        last = r["rows"][-1]["epoch"]
+        for row in r["rows"][1:]:
+            if row["epoch"] % 2 and row["epoch"] != last:
+                continue
+            vs = row["test_bpd"] - ctrl[row["epoch"]] if row["epoch"] in ctrl and c["adv_weight"] else None
+            rows.append((f"`{name}`" + (" (control)" if c["adv_weight"] == 0 else ""), f"{c['adv_weight']:g}",
+                         f"{c['critic_r1']:g}", c["critic_width"], row["epoch"], f"{row['test_bpd']:.4f}",
+                         "–" if vs is None else f"{vs:+.4f}", f"{row['confident']:.3f}", f"{row['strict']:.3f}",
+                         f"{row['class_entropy']:.3f}", f"{row['nn_median']:.2f}"))
+    real = start and next(iter(runs.values()))["real_test_nn_median"]
+    return table(["run", "W", "r1", "critic width", "epoch", "test bits/dim", "vs control", "p ≥ 0.9", "p ≥ 0.99",
+                  "class entropy", "nearest-image median"], rows) + (
+        f"\n\nReal test images' nearest-image median: {real:.2f}; the guard asks at least {0.8 * real:.2f}.")
+
+
+TABLES = {"results": results, "critic_screen": critic_screen, "noise_screen": noise_screen,
+          "sampler_options": sampler_options, "pair": pair,
           "bench": bench, "ttq": ttq,
           "ablation": ablation, "screening_quality": screening_quality, "spline_screen": spline_screen,
           "spline_speed": spline_speed}
