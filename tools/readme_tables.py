@@ -331,31 +331,38 @@ def sampler_options() -> str:
 
 
 def critic_screen() -> str:
-    """The critic study (results/screening_critic/, bench/critic_study.py): per run, its start (epoch 0) once, then
-    every second epoch and the last; the likelihood cost against the control run (W = 0) at the same epoch."""
+    """The critic study (results/screening_critic/, bench/critic_study.py): per start model (phase 1 of the notebook's
+    recipe, affine or spline), its epoch 0 once, then per run every second epoch and the last; the likelihood cost
+    against the control run (W = 0) from the same start at the same epoch."""
     folder = ROOT / "results" / "screening_critic"
     runs = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))}
     if not runs:
         return "_No results/screening_critic/: run the `bench/critic_study.py` commands above._"
-    control = next((r for r in runs.values() if r["config"]["adv_weight"] == 0), None)
-    ctrl = {row["epoch"]: row["test_bpd"] for row in control["rows"]} if control else {}
-    start = next(iter(runs.values()))["rows"][0]
-    rows = [("start: phase 1 (the notebook's recipe)", "–", "–", "–", 0, f"{start['test_bpd']:.4f}", "–",
-             f"{start['confident']:.3f}", f"{start['strict']:.3f}", f"{start['class_entropy']:.3f}",
-             f"{start['nn_median']:.2f}")]
-    order = sorted(runs, key=lambda k: (runs[k]["config"]["adv_weight"] != 0, runs[k]["config"]["adv_weight"], k))
-    for name in order:
-        r, c = runs[name], runs[name]["config"]
-        last = r["rows"][-1]["epoch"]
-        for row in r["rows"][1:]:
-            if row["epoch"] % 2 and row["epoch"] != last:
-                continue
-            vs = row["test_bpd"] - ctrl[row["epoch"]] if row["epoch"] in ctrl and c["adv_weight"] else None
-            rows.append((f"`{name}`" + (" (control)" if c["adv_weight"] == 0 else ""), f"{c['adv_weight']:g}",
-                         f"{c['critic_r1']:g}", c["critic_width"], row["epoch"], f"{row['test_bpd']:.4f}",
-                         "–" if vs is None else f"{vs:+.4f}", f"{row['confident']:.3f}", f"{row['strict']:.3f}",
-                         f"{row['class_entropy']:.3f}", f"{row['nn_median']:.2f}"))
-    real = start and next(iter(runs.values()))["real_test_nn_median"]
+    rows, notes = [], []
+    for start in sorted({r["start"] for r in runs.values()}, key=lambda p: ("spline" in p, p)):
+        group = {k: r for k, r in runs.items() if r["start"] == start}
+        first = next(iter(group.values()))
+        control = next((r for r in group.values() if r["config"]["adv_weight"] == 0), None)
+        ctrl = {row["epoch"]: row["test_bpd"] for row in control["rows"]} if control else {}
+        s0 = first["rows"][0]
+        rows.append((f"start: phase 1, {first['config']['coupling']}, {first['start_epoch']} epochs", "–", "–", "–", 0,
+                     f"{s0['test_bpd']:.4f}", "–", f"{s0['confident']:.3f}", f"{s0['strict']:.3f}",
+                     f"{s0['class_entropy']:.3f}", f"{s0['nn_median']:.2f}"))
+        weight = {k: r["config"]["adv_weight"] for k, r in group.items()}
+        order = sorted(group, key=lambda k: (weight[k] != 0, weight[k], k))
+        for name in order:
+            r, c = group[name], group[name]["config"]
+            last = r["rows"][-1]["epoch"]
+            for row in r["rows"][1:]:
+                if row["epoch"] % 2 and row["epoch"] != last:
+                    continue
+                vs = row["test_bpd"] - ctrl[row["epoch"]] if row["epoch"] in ctrl and c["adv_weight"] else None
+                rows.append((f"`{name}`" + (" (control)" if c["adv_weight"] == 0 else ""), f"{c['adv_weight']:g}",
+                             f"{c['critic_r1']:g}", c["critic_width"], row["epoch"], f"{row['test_bpd']:.4f}",
+                             "–" if vs is None else f"{vs:+.4f}", f"{row['confident']:.3f}", f"{row['strict']:.3f}",
+                             f"{row['class_entropy']:.3f}", f"{row['nn_median']:.2f}"))
+        notes.append(first["real_test_nn_median"])
+    real = notes[0]
     return table(["run", "W", "r1", "critic width", "epoch", "test bits/dim", "vs control", "p ≥ 0.9", "p ≥ 0.99",
                   "class entropy", "nearest-image median"], rows) + (
         f"\n\nReal test images' nearest-image median: {real:.2f}; the guard asks at least {0.8 * real:.2f}.")
