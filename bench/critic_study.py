@@ -11,8 +11,10 @@ every epoch the kept model (the last epoch's averaged weights) is scored: test b
 and at p >= 0.99, class entropy, and the median distance to the nearest training image against real test images'.
 Epoch 0 is the start model. Written after every epoch to results/screening_critic/NAME.json, with the first 64
 samples of every epoch (uint8) in NAME_samples.npz; checkpoints in checkpoints/screening_critic/NAME/, so a killed
-study resumes at its last finished epoch. --quick: the quick preset, into quick_run/.
+study resumes at its last finished epoch, and a rerun with more epochs keeps the rows and samples of the epochs done
+(the checkpoint holds only the last one, so they are never scored again). --quick: the quick preset, into quick_run/.
 """
+import json
 import sys
 import time
 from pathlib import Path
@@ -90,10 +92,26 @@ def main(argv=None) -> dict:
            "quick": args.quick, "start": str(args.start), "start_epoch": ck["epoch"],
            "config": {k: cfg[k] for k in (*lib.TRAIN_KEYS, "epochs", *lib.ADV_KEYS[:-1])},
            "real_test_nn_median": real_nn, "rows": rows, **machine(device)}
+    # the epochs the checkpoint has finished keep their rows and samples from the results file
+    done = lib.load_checkpoint(ckpt / "last.pt")["epoch"] if (ckpt / "last.pt").exists() else 0
+    old = json.loads(out_path.read_text()) if out_path.exists() else None
+    if old is not None and (old["config"], old["start"]) != (out["config"], out["start"]):
+        raise UsageError(f"{out_path} holds a study with other settings or another start: choose another NAME")
+    if args.epochs < done:
+        raise UsageError(f"{ckpt} has run {done} epochs: ask for at least {done}")
+    kept = {r["epoch"]: r for r in old["rows"]} if old else {}
+    npz = out_path.with_name(f"{args.name}_samples.npz")
+    kept_grids = dict(np.load(npz)) if old and npz.exists() else {}
     torch.manual_seed(cfg["seed"])
     critic = lib.Critic(cfg["critic_width"]).to(device)
     model = start
     for epoch in range(1, args.epochs + 1):
+        if epoch < done or (epoch == done and epoch in kept):
+            if epoch not in kept or f"epoch{epoch}" not in kept_grids:
+                raise UsageError(f"{out_path} lacks epoch {epoch}, which {ckpt} has passed: delete both to start again")
+            rows.append(kept[epoch])
+            grids[f"epoch{epoch}"] = kept_grids[f"epoch{epoch}"]
+            continue
         t0 = time.time()
         run = lib.fit(model, data["train_pix"], data["val_x"], {**cfg, "adv_epochs": epoch}, ckpt, critic=critic,
                       quiet=True)

@@ -297,24 +297,30 @@ def test_scripts_print_errors_as_one_line(tmp_path):
 @pytest.mark.slow
 def test_critic_study_judges_every_epoch_and_resumes(tmp_path, mnist_dir):
     """bench/critic_study.py from a quick phase-1 checkpoint: a row per epoch (0 = the start) with every measure, the
-    first 64 samples of each epoch; run again with more epochs it resumes, and its first rows are unchanged."""
+    first 64 samples of each epoch; run again with more epochs it resumes, and the rows and samples of the epochs done
+    are kept, not scored again from the checkpoint's last epoch; other settings under the same NAME are refused."""
     script([ROOT / "bench" / "train_variant.py", "s", "--quick", "hidden=16", "--out-dir", tmp_path / "runs",
             "--ckpt-dir", tmp_path / "ck"], tmp_path)
     (start,) = (tmp_path / "ck" / "s").glob("*/best.pt")
     args = [ROOT / "bench" / "critic_study.py", "w", "--quick", "--start", start, "adv_weight=2.0", "--out-dir",
             tmp_path / "out", "--ckpt-dir", tmp_path / "ck2"]
-    script([*args, "--epochs", "1"], tmp_path)
-    first = json.loads((tmp_path / "out" / "w.json").read_text())
     script([*args, "--epochs", "2"], tmp_path)
+    first = json.loads((tmp_path / "out" / "w.json").read_text())
+    first_grids = dict(np.load(tmp_path / "out" / "w_samples.npz"))
+    assert first["rows"][1]["test_bpd"] != first["rows"][2]["test_bpd"], "epochs 1 and 2 scored different models"
+    script([*args, "--epochs", "3"], tmp_path)                   # resumes after epoch 2: epochs 1 and 2 are kept
     r = json.loads((tmp_path / "out" / "w.json").read_text())
-    assert [row["epoch"] for row in r["rows"]] == [0, 1, 2] and r["rows"][:2] == first["rows"][:2]
+    assert [row["epoch"] for row in r["rows"]] == [0, 1, 2, 3] and r["rows"][:3] == first["rows"]
     assert r["config"]["adv_weight"] == 2.0 and r["config"]["hidden"] == 16
     for row in r["rows"]:
         assert 0 <= row["strict"] <= row["confident"] <= 1 and math.isfinite(row["test_bpd"]) and row["nn_median"] > 0
     grids = np.load(tmp_path / "out" / "w_samples.npz")
-    assert sorted(grids.files) == ["epoch0", "epoch1", "epoch2"] and grids["epoch2"].shape == (64, 784)
-    p = run_script([*args, "--epochs", "1", "lr=0.1"], tmp_path)
-    assert p.returncode == 2 and "the study varies only" in p.stderr
+    assert sorted(grids.files) == ["epoch0", "epoch1", "epoch2", "epoch3"] and grids["epoch3"].shape == (64, 784)
+    assert all((grids[k] == v).all() for k, v in first_grids.items())
+    for extra, why in ((["--epochs", "1", "lr=0.1"], "the study varies only"), (["--epochs", "2"], "has run 3 epochs"),
+                       (["--epochs", "1", "adv_weight=1.0"], "holds a study with other settings")):
+        p = run_script([*args, *extra], tmp_path)
+        assert p.returncode == 2 and why in p.stderr, p.stderr[-2000:]
 
 
 @pytest.mark.slow
