@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
                      "epoch_s": run["hist"]["epoch_s"][-1]})
         grids[f"epoch{epoch}"] = k[:64].numpy()
         write_json(out_path, out)
-        np.savez_compressed(out_path.with_name(f"{args.name}_samples.npz"), **grids)
+        np.savez_compressed(npz, **grids)
         print(f"{args.name} epoch {epoch}: test {row['test_bpd']:.4f} bpd, p>=0.9 {row['confident']:.3f}, "
               f"p>=0.99 {row['strict']:.3f}, entropy {row['class_entropy']:.3f}, nn {row['nn_median']:.2f} "
               f"(real {real_nn:.2f}), {time.time() - t0:.0f} s", flush=True)
