@@ -16,7 +16,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, Parser, classifier, cli, config, lib, machine, mnist, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT,
+    Parser,
+    classifier,
+    cli,
+    config,
+    lib,
+    machine,
+    mnist,
+    model_kwargs,
+    write_json,
+)
 from bench.studies import ablation_row, ablation_variants  # noqa: E402
 
 
@@ -45,7 +56,7 @@ def main(argv=None) -> None:
                                                     "changes one thing from the notebook's configuration"},
                    "machine": machine(device)})
     rows = {r["name"]: r for r in result.get("variants", [])}
-    variants = ablation_variants({k: cfg[k] for k in lib.MODEL_KEYS})
+    variants = ablation_variants(model_kwargs(cfg))
     names = [v["name"] for v in variants]
     if unknown := sorted(set(only) - set(names)):
         ap.error(f"unknown variant(s) {unknown}; choose from {names}")

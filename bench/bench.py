@@ -24,12 +24,13 @@ the spline coupling against the affine one.
 4. Epoch: one epoch of the notebook's real training loop, fit() (shuffling, dequantization, the steps, validation,
    checkpoints) over the full 50,000 training images, interleaved (--epoch-repeats): float32 and bf16 without the
    weights' moving average, and the notebook's default config.
-5. Spline (spline_step_ratio): one train step of the flow with coupling="spline" (K = 4 and K = 8 bins) against the
-   same step of the affine flow, width and batch of the notebook's config, float32; interleaved one step each
-   (affine, spline K = 4, spline K = 8) over --spline-steps rounds, the ratio the median of the per-round ratios
-   (paired, so a load that comes and goes hits both alike); and model.sample(1000) of the affine and the K = 4
-   spline flow, interleaved over --sample-repeats. With --before REV, the K = 4 spline flow of the notebook at REV,
-   with the same weights, steps in the same rounds: spline_speedup_vs_before.
+5. Spline (spline_step_ratio): one train step of bench's Flow with coupling="spline" (bench/variants.py's
+   SplineCoupling, K = 4 and K = 8 bins) against the same step of the affine flow, width and batch of the notebook's
+   config, float32; interleaved one step each (affine, spline K = 4, spline K = 8) over --spline-steps rounds, the
+   ratio the median of the per-round ratios (paired, so a load that comes and goes hits both alike); and
+   model.sample(1000) of the affine and the K = 4 spline flow, interleaved over --sample-repeats. With --before REV,
+   the K = 4 spline flow of the notebook at REV (a revision that still held the spline), with the same weights,
+   steps in the same rounds: spline_speedup_vs_before.
 """
 import argparse
 import itertools
@@ -54,6 +55,7 @@ from bench.common import (  # noqa: E402
     lib,
     machine,
     mnist,
+    model_kwargs,
     train,
     train_step,
     write_json,
@@ -166,7 +168,7 @@ def gemm_pass(shapes):
 
 def bench_entry(x, cfg, repeats, steps, warmup, lib_before=None, compiled=False) -> dict:
     """Median train-step seconds of every entry at cfg's width and x's batch, and of the step's GEMMs alone."""
-    kw = {k: cfg[k] for k in lib.MODEL_KEYS}
+    kw = model_kwargs(cfg)
     torch.manual_seed(0)
     ours = Flow(**kw)
     with torch.no_grad():                                          # a trained-looking, non-identity flow
@@ -255,7 +257,7 @@ def bench_epochs(cfg, data, repeats, lib_before=None, cfg_before=None) -> dict:
         for r in range(repeats):
             for name, c in variants.items():
                 torch.manual_seed(c["seed"])
-                model = Flow(**{k: c[k] for k in lib.MODEL_KEYS}).to(device)
+                model = Flow(**model_kwargs(c)).to(device)
                 run = train(model, data, c, Path(tmp) / f"{name}_{r}", quiet=True)
                 seconds[name].append(run["hist"]["epoch_s"][0])
             if lib_before is not None:
@@ -276,9 +278,12 @@ def bench_epochs(cfg, data, repeats, lib_before=None, cfg_before=None) -> dict:
 def bench_spline(x, cfg, steps, warmup, sample_repeats, bins=(4, 8), lib_before=None) -> dict:
     """spline_step_ratio: one float32 train step of the spline flow (K bins) against the affine flow's, paired and
     interleaved one step each over `steps` rounds (the median of the per-round ratios), and model.sample(1000).
-    With lib_before (the notebook at an earlier revision), its spline flow with K = bins[0] and the same weights
-    steps in the same rounds: spline_speedup_vs_before = median over rounds of (its step / ours)."""
-    kw = {k: cfg[k] for k in lib.MODEL_KEYS}
+    With lib_before (the notebook at an earlier revision that still held the spline coupling; a later one is left
+    out), its spline flow with K = bins[0] and the same weights steps in the same rounds: spline_speedup_vs_before =
+    median over rounds of (its step / ours)."""
+    if lib_before is not None and "coupling" not in lib_before.MODEL_KEYS:
+        lib_before = None
+    kw = model_kwargs(cfg)
     models = {"affine": {**kw, "coupling": "affine"}, **{f"spline_k{k}": {**kw, "coupling": "spline",
                                                                           "spline_bins": k} for k in bins}}
     fns, flows = {}, {}
@@ -382,7 +387,7 @@ def main(argv=None) -> None:
               f"against {spline_part['affine_step_s']:.3f} s); K=8: {spline_part['spline_k8_step_ratio']:.2f}; "
               f"sample(1000): {spline_part['sample_1000_s']}"
               + (f"; spline step {spline_part['spline_speedup_vs_before']:.2f}x faster than at {args.before}"
-                 if lib_before is not None else ""), flush=True)
+                 if "spline_speedup_vs_before" in spline_part else ""), flush=True)
     if args.only == "spline":
         if spline_part is None:
             raise ValueError("--only spline needs --spline-steps > 0")

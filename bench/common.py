@@ -5,11 +5,17 @@ The model, the data split, the training loop and the classifier come from the no
 (tools/nbload.py) and its config cell; nothing here copies them. What the notebook no longer holds lives here as
 bench's own code:
 - the range and type rules of every config key a script takes (`RULES`, `check_config`, `parse_overrides`);
+- the model variants (`BENCH_MODEL_KEYS`): `coupling` ("affine", the notebook's; "additive"; "spline" with
+  `spline_bins` and `spline_bound`), `split` ("random", the notebook's; "checkerboard", "contiguous", "evenodd")
+  and `layer_scale=False` (no per-layer exp(s_i)), whose halves and couplings live in bench/variants.py, and
+  `logit_alpha=None` (no logit);
 - the bench-only training options `train_noise`, `noise_anneal` (Gaussian noise in logit space, annealed to 0 over
-  the last epochs) and `cpu_bf16` (bfloat16 autocast of the MLPs on a CPU), and `logit_alpha=None` (no logit):
-  `Flow`, a subclass of the notebook's NormalizingFlow, trained by the notebook's own `fit()` through `train()`;
+  the last epochs) and `cpu_bf16` (bfloat16 autocast of the MLPs on a CPU);
+- `Flow`, a subclass of the notebook's NormalizingFlow that takes all of these, built by `build_model(cfg)` and
+  trained by the notebook's own `fit()` through `train()`;
 - the MALA settings of the samplers in bench/samplers.py (`tempered_betas`, `mala_*`);
-- `load_flow`, `run_dir` (a checkpoint folder per run, bench-only options included), the cached classifier.
+- `load_flow` (checkpoints of older notebook versions too), `run_dir` (a checkpoint folder per run, the variant and
+  bench-only training keys included), the cached classifier.
 """
 import argparse
 import ast
@@ -32,17 +38,20 @@ lib = load_lib()
 QUALITY_BPD = 1.85          # the time-to-quality bar: validation bits/dim reached first at which epoch and minute
 
 # bench-only config keys, with the values that mean "as the notebook does"
-BENCH_DEFAULTS = {"train_noise": 0.0, "noise_anneal": 0, "cpu_bf16": False, "tempered_betas": [1.5, 2.0],
+BENCH_DEFAULTS = {"coupling": "affine", "split": "random", "spline_bins": 4, "spline_bound": 10.0, "layer_scale": True,
+                  "train_noise": 0.0, "noise_anneal": 0, "cpu_bf16": False, "tempered_betas": [1.5, 2.0],
                   "mala_steps": 40, "mala_step_size": 0.01, "mala_accept": 0.6, "mala_seed": 600}
+BENCH_MODEL_KEYS = ("coupling", "split", "spline_bins", "spline_bound", "layer_scale")   # the model variants
+COUPLINGS = ("affine", "additive", "spline")           # "affine": the notebook's CouplingLayer; bench/variants.py's
+SPLITS = ("random", "checkerboard", "contiguous", "evenodd")       # "random": the notebook's random_halves
 BENCH_TRAIN_KEYS = ("train_noise", "noise_anneal", "cpu_bf16")      # bench-only keys that change a training run
+from bench import variants  # noqa: E402  (here: bench/variants.py builds on `lib` and SPLITS above)
 
 # what every config key may hold: (int or float, lo, hi) with a closed range (None: unbounded), (bool,), a list of
 # choices, or ("list", kind); None only for the keys in NULLABLE
 RULES = {
-    "hidden": (int, 1, None), "coupling": ["affine", "additive", "spline"],
-    "split": ["random", "checkerboard", "contiguous", "evenodd"], "split_seed": (int, 0, None),
-    "logit_alpha": (float, 1e-6, 0.499), "scale_bound": (float, 1e-3, None), "spline_bins": (int, 1, 64),
-    "spline_bound": (float, 1e-3, None), "layer_scale": (bool,),
+    "hidden": (int, 1, None), "split_seed": (int, 0, None), "logit_alpha": (float, 1e-6, 0.499),
+    "scale_bound": (float, 1e-3, None),
     "seed": (int, 0, None), "n_train": (int, 1, 50_000), "n_val": (int, 1, 10_000), "data_seed": (int, 0, None),
     "val_noise_seed": (int, 0, None), "batch_size": (int, 1, None), "lr": (float, 1e-12, None),
     "lr_schedule": ["step", "cosine"], "lr_gamma": (float, 1e-6, 1.0), "grad_clip": (float, 1e-12, None),
@@ -56,6 +65,8 @@ RULES = {
     "adv_weight": (float, 0.0, None), "adv_epochs": (int, 1, None), "adv_lr": (float, 1e-12, None),
     "critic_lr": (float, 1e-12, None), "critic_r1": (float, 0.0, None), "critic_width": (int, 1, None),
     # bench-only
+    "coupling": list(COUPLINGS), "split": list(SPLITS),
+    "spline_bins": (int, 1, 64), "spline_bound": (float, 1e-3, None), "layer_scale": (bool,),
     "train_noise": (float, 0.0, None), "noise_anneal": (int, 0, None), "cpu_bf16": (bool,),
     "tempered_betas": ("list", "numbers > 0"), "mala_steps": (int, 1, None), "mala_step_size": (float, 1e-12, None),
     "mala_accept": (float, 0.01, 0.99), "mala_seed": (int, 0, None),
@@ -214,18 +225,48 @@ def _net_out_in_weight_dtype(net, inputs, out):
 
 
 class Flow(lib.NormalizingFlow):
-    """The notebook's NormalizingFlow with bench-only options. In training mode only, `calc_likelihood` adds
+    """The notebook's NormalizingFlow with bench's model variants and bench-only options. The variants
+    (BENCH_MODEL_KEYS, at BENCH_DEFAULTS the notebook's model) come in through the notebook's extension points:
+    `halves()` cuts the `split` of bench/variants.py, `coupling()` builds the `coupling` ("affine": the notebook's
+    CouplingLayer; "additive", "spline": bench/variants.py's); layer_scale=False replaces every layer's s_i by a
+    zero buffer (exp(s_i) = 1, not trained; still in the state dict, as older notebook versions kept it);
+    logit_alpha=None replaces the logit by the identity. `self.kwargs` holds the variant keys too, so that
+    `load_flow` rebuilds the model from its checkpoint. In training mode only, `calc_likelihood` adds
     sigma * N(0, 1) noise to the logits before the couplings (`self.sigma`, from a generator seeded per step with
     `self.noise_seed`), and on a CPU with `self.bf16` runs under bfloat16 autocast (the MLPs' matrix products).
-    Evaluation and sampling are the notebook's. logit_alpha=None replaces the logit by the identity."""
+    Evaluation and sampling are the notebook's."""
 
-    def __init__(self, *, logit_alpha, **kw):
+    def __init__(self, *, logit_alpha, coupling=BENCH_DEFAULTS["coupling"], split=BENCH_DEFAULTS["split"],
+                 spline_bins=BENCH_DEFAULTS["spline_bins"], spline_bound=BENCH_DEFAULTS["spline_bound"],
+                 layer_scale=BENCH_DEFAULTS["layer_scale"], **kw):
+        if coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {list(COUPLINGS)}, got {coupling!r}")
+        # read by halves() and coupling(), which the notebook's __init__ calls
+        self.variant = dict(coupling=coupling, split=split, spline_bins=spline_bins, spline_bound=spline_bound,
+                            layer_scale=layer_scale)
         super().__init__(logit_alpha=0.25 if logit_alpha is None else logit_alpha, **kw)
         if logit_alpha is None:
             self.preprocess, self.kwargs["logit_alpha"] = NoLogit(), None
+        if not layer_scale:
+            for layer in self.layers:
+                del layer.s
+                layer.register_buffer("s", torch.zeros(lib.D))
+        self.kwargs.update(self.variant)
         self.sigma, self.noise_seed, self.bf16 = 0.0, 0, False
         for layer in self.layers:
             layer.net.register_forward_hook(_net_out_in_weight_dtype)
+
+    def halves(self):
+        return variants.make_halves(self.variant["split"], self.kwargs["split_seed"])
+
+    def coupling(self, idx_cond, idx_trans):
+        v, kw = self.variant, self.kwargs
+        if v["coupling"] == "affine":
+            return super().coupling(idx_cond, idx_trans)
+        if v["coupling"] == "additive":
+            return variants.AdditiveCoupling(idx_cond, idx_trans, kw["hidden"], kw["scale_bound"])
+        return variants.SplineCoupling(idx_cond, idx_trans, kw["hidden"], kw["scale_bound"], bins=v["spline_bins"],
+                                       bound=v["spline_bound"])
 
     def calc_likelihood(self, x, validate=True):
         if not self.training or not (self.sigma or self.bf16):
@@ -243,10 +284,17 @@ class Flow(lib.NormalizingFlow):
         return -0.5 * (h ** 2).sum(dim=1) - 0.5 * lib.D * lib.LOG_2PI + log_det
 
 
+def model_kwargs(cfg) -> dict:
+    """Flow's arguments from a config: the notebook's model keys, and bench's variant keys (their defaults where cfg,
+    say a stored config of the notebook, lacks them)."""
+    return {**{k: cfg[k] for k in lib.MODEL_KEYS}, **{k: cfg.get(k, BENCH_DEFAULTS[k]) for k in BENCH_MODEL_KEYS}}
+
+
 def build_model(cfg, device="cpu") -> Flow:
-    """A Flow of cfg's model keys, initialised from torch's global RNG seeded with cfg['seed'] (as the notebook)."""
+    """A Flow of cfg's model keys and variant keys, initialised from torch's global RNG seeded with cfg['seed'] (as
+    the notebook)."""
     torch.manual_seed(cfg["seed"])
-    return Flow(**{k: cfg[k] for k in lib.MODEL_KEYS}).to(device)
+    return Flow(**model_kwargs(cfg)).to(device)
 
 
 def noise_sigma(cfg, epoch) -> float:
@@ -256,12 +304,16 @@ def noise_sigma(cfg, epoch) -> float:
     return s * min(1.0, (cfg["epochs"] - epoch) / k) if k else s
 
 
-def run_dir(root, cfg) -> Path:
-    """The notebook's run_dir(root, cfg), with a suffix hashing the bench-only training keys when any differs from
-    the notebook's behaviour (and the epochs, with an annealed noise): runs of other settings never share a folder."""
-    base = lib.run_dir(root, cfg)
+def run_dir(root, cfg, adv=False) -> Path:
+    """The notebook's run_dir(root, cfg, adv), with a suffix hashing the bench-only training keys when any differs
+    from the notebook's behaviour (and the epochs, with an annealed noise), and the variant keys too when any of them
+    differs from its default: runs of other settings never share a folder, and the notebook's runs keep its folder."""
+    base = lib.run_dir(root, cfg, adv)
     extra = {k: cfg.get(k, BENCH_DEFAULTS[k]) for k in BENCH_TRAIN_KEYS}
-    if all(extra[k] == BENCH_DEFAULTS[k] for k in extra):
+    variant = {k: cfg.get(k, BENCH_DEFAULTS[k]) for k in BENCH_MODEL_KEYS}
+    if any(variant[k] != BENCH_DEFAULTS[k] for k in variant):
+        extra.update(variant)
+    elif all(extra[k] == BENCH_DEFAULTS[k] for k in extra):
         return base
     if extra["noise_anneal"]:
         extra["epochs"] = cfg["epochs"]
@@ -303,11 +355,13 @@ def train_step(model, opt, grad_clip):
 
 
 def load_flow(path, device="cpu") -> tuple:
-    """(model in eval mode, checkpoint) from a checkpoint written by fit(): the model it was trained as, rebuilt from
-    the checkpoint's own arguments. A damaged file is the notebook's RuntimeError that names it and the fix."""
+    """(model in eval mode, checkpoint) from a checkpoint written by fit(): the model it was trained as (a variant
+    too, from the notebook's or bench's own checkpoints), rebuilt from the checkpoint's own arguments. A damaged file
+    is the notebook's RuntimeError that names it and the fix."""
     ck = lib.load_checkpoint(path)
-    # keys that checkpoints of older notebook versions lack, with the values those versions used implicitly
-    model = Flow(**{"split_seed": 0, "spline_bins": 4, "spline_bound": 10.0, **ck["model_kw"]})
+    # keys that checkpoints of older notebook versions lack, with the values those versions used implicitly; the
+    # variant keys (which older notebook versions held and wrote) at their defaults where a checkpoint lacks them
+    model = Flow(**{"split_seed": 0, **{k: BENCH_DEFAULTS[k] for k in BENCH_MODEL_KEYS}, **ck["model_kw"]})
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), ck
 

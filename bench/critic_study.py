@@ -1,14 +1,16 @@
 """Phase 2 of the notebook (fine-tuning beside a critic) from a trained phase-1 checkpoint, judged after every epoch.
 
     python bench/critic_study.py NAME --start CHECKPOINT --epochs N [key=value ...]
-    python bench/critic_study.py w1 --start checkpoints/affine_88b2920b/best.pt --epochs 6 adv_weight=1.0
+    python bench/critic_study.py w1 --start checkpoints/flow_<hash>/best.pt --epochs 6 adv_weight=1.0
 
 The fine-tuning is the notebook's own `fit(..., critic=Critic(...))` with the notebook's phase-2 settings (its config
 cell) and the overrides: adv_weight (W; 0 is the control, the same optimizer and epochs by likelihood alone),
-adv_lr, critic_lr, critic_r1, critic_width, ema_decay. The phase-1 settings come from the start checkpoint. After
-every epoch the kept model (the last epoch's averaged weights) is scored: test bits/dim, the notebook's classifier
-(same data and seed, cached) on n_quality samples at T = 1 from the notebook's sample latents, the share at p >= 0.9
-and at p >= 0.99, class entropy, and the median distance to the nearest training image against real test images'.
+adv_lr, critic_lr, critic_r1, critic_width, ema_decay. The phase-1 settings come from the start checkpoint, which
+may hold a variant of bench's (bench/variants.py: its coupling, split, ... are then part of the study's settings).
+After every epoch the kept model (the last epoch's averaged weights) is scored: test bits/dim, the notebook's
+classifier (same data and seed, cached) on n_quality samples at T = 1 from the notebook's sample latents, the share
+at p >= 0.9 and at p >= 0.99, class entropy, and the median distance to the nearest training image against real
+test images'.
 Epoch 0 is the start model. Written after every epoch to results/screening_critic/NAME.json, with the first 64
 samples of every epoch (uint8) in NAME_samples.npz; checkpoints in checkpoints/screening_critic/NAME/, so a killed
 study resumes at its last finished epoch, and a rerun with more epochs keeps the rows and samples of the epochs done
@@ -24,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
+    BENCH_MODEL_KEYS,
     ROOT,
     Parser,
     UsageError,
@@ -35,6 +38,7 @@ from bench.common import (  # noqa: E402
     machine,
     mnist,
     parse_overrides,
+    run_dir,
     score_samples,
     write_json,
 )
@@ -73,8 +77,10 @@ def main(argv=None) -> dict:
     device = lib.pick_device()
     start, ck = load_flow(args.start, device)
     base = config(quick=args.quick)
-    # phase 1's settings from its checkpoint, phase 2's from the notebook's config and the overrides
-    cfg = {**base, **{k: ck["cfg"][k] for k in (*lib.TRAIN_KEYS, "epochs")}}
+    # phase 1's settings from its checkpoint (its model variant from the rebuilt model), phase 2's from the
+    # notebook's config and the overrides
+    cfg = {**base, **{k: ck["cfg"][k] for k in (*lib.TRAIN_KEYS, "epochs")},
+           **{k: start.kwargs[k] for k in BENCH_MODEL_KEYS}}
     cfg = {**cfg, **parse_overrides(args.overrides, cfg)}
     data = mnist(cfg, device)
     out_dir = Path(args.out_dir or top / "results" / "screening_critic")
@@ -85,12 +91,12 @@ def main(argv=None) -> dict:
     real_nn = lib.nearest_distance(lib.from_uint8(lib.to_uint8(data["test_x"][: cfg["n_quality"]])),
                                    train_ref).median().item()
     out_path = out_dir / f"{args.name}.json"
-    ckpt = lib.run_dir(ckpt_root / args.name, cfg, adv=True)
+    ckpt = run_dir(ckpt_root / args.name, cfg, adv=True)
     row, k = scores(start, clf, data, train_ref, cfg)
     rows, grids = [{"epoch": 0, **row, "train_bpd": None, "epoch_s": 0.0}], {"epoch0": k[:64].numpy()}
     out = {"command": "python bench/critic_study.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "quick": args.quick, "start": str(args.start), "start_epoch": ck["epoch"],
-           "config": {k: cfg[k] for k in (*lib.TRAIN_KEYS, "epochs", *lib.ADV_KEYS[:-1])},
+           "config": {k: cfg[k] for k in (*lib.TRAIN_KEYS, *BENCH_MODEL_KEYS, "epochs", *lib.ADV_KEYS[:-1])},
            "real_test_nn_median": real_nn, "rows": rows, **machine(device)}
     # the epochs the checkpoint has finished keep their rows and samples from the results file
     done = lib.load_checkpoint(ckpt / "last.pt")["epoch"] if (ckpt / "last.pt").exists() else 0

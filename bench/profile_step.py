@@ -3,10 +3,11 @@
     python bench/profile_step.py [--hidden WIDTH] [--batch B] [--fp32] [--coupling spline]
                                                                 # about a minute; prints, writes nothing
 
-The step is bench's train_step (the step fit() takes: loss, backward, clip, fused Adam) of the notebook's flow, in
-float32 (the default) or, with --bf16, with bench's cpu_bf16 (bf16 autocast MLPs). Groups
-(self CPU time per step): GEMMs (aten::mm, aten::addmm), Adam (the fused kernel and its Python step), gradient
-clipping (the norms and the rescaling mul_, one per parameter tensor), everything else; then the 15 costliest ops.
+The step is bench's train_step (the step fit() takes: loss, backward, clip, fused Adam) of the notebook's flow (or,
+with --coupling, of bench's Flow with that coupling of bench/variants.py), in float32 (the default) or, with --bf16,
+with bench's cpu_bf16 (bf16 autocast MLPs). Groups (self CPU time per step): GEMMs (aten::mm, aten::addmm), Adam
+(the fused kernel and its Python step), gradient clipping (the norms and the rescaling mul_, one per parameter
+tensor), everything else; then the 15 costliest ops.
 """
 import argparse
 import sys
@@ -16,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import Flow, Parser, cli, config, lib, train_step  # noqa: E402
+from bench.common import BENCH_DEFAULTS, COUPLINGS, Parser, build_model, cli, config, lib, train_step  # noqa: E402
 
 GROUPS = {"GEMMs": ("aten::mm", "aten::addmm"), "Adam": ("aten::_fused_adam_", "Optimizer.step#Adam.step"),
           "clipping": ("aten::linalg_vector_norm", "aten::mul_")}
@@ -28,15 +29,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="default: the notebook's batch size")
     ap.add_argument("--fp32", action="store_true", help="float32 (the default; kept for the README's command)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast MLPs (bench's cpu_bf16)")
-    ap.add_argument("--coupling", choices=["affine", "additive", "spline"], default=None,
-                    help="default: the notebook's coupling")
+    ap.add_argument("--coupling", choices=COUPLINGS, default=BENCH_DEFAULTS["coupling"],
+                    help="the notebook's (affine, the default) or a variant of bench/variants.py")
     args = ap.parse_args()
     cfg = config()
     cfg.update(hidden=args.hidden or cfg["hidden"], batch_size=args.batch or cfg["batch_size"])
     cfg["cpu_bf16"] = args.bf16 and not args.fp32
-    cfg["coupling"] = args.coupling or cfg["coupling"]
-    torch.manual_seed(0)
-    model = Flow(**{k: cfg[k] for k in lib.MODEL_KEYS}).train()
+    cfg.update(coupling=args.coupling, seed=0)
+    model = build_model(cfg).train()
     model.bf16 = cfg["cpu_bf16"]
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
     step = train_step(model, opt, cfg["grad_clip"])

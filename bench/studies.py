@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import build_model, lib, run_dir, train
+from bench.common import Flow, build_model, lib, model_kwargs, run_dir, train
 from bench.samplers import measure_quality
 
 
 def n_params(cfg) -> int:
-    """The parameter count of the notebook's flow of config cfg (built, not trained)."""
-    return sum(p.numel() for p in lib.NormalizingFlow(**{k: cfg[k] for k in lib.MODEL_KEYS}).parameters())
+    """The parameter count of the flow of config cfg (built, not trained): the notebook's, or the variant that cfg's
+    bench keys name."""
+    return sum(p.numel() for p in Flow(**model_kwargs(cfg)).parameters())
 
 
 def screening_rows(folder) -> list:
@@ -81,7 +82,8 @@ def precision_pair_lines(fp32: dict, bf16: dict) -> list:
 
 
 def ablation_variants(base: dict) -> list:
-    """[{name, group, change, model}]: the model `base` (model kwargs), then one change at a time."""
+    """[{name, group, change, model}]: the model `base` (bench.common.model_kwargs of a config: the notebook's model
+    keys and bench's variant keys), then one change at a time (the variants: bench/variants.py)."""
     w = base["hidden"] // 2
     changes = [
         ("base", "reported", "reported configuration", {}),
@@ -172,7 +174,7 @@ def frontier_points(root) -> list:
 
 
 def plot_frontier(root, out) -> None:
-    """figures/frontier.png: test bits/dim against the confident fraction of every point of frontier_points()."""
+    """results/frontier.png: test bits/dim against the confident fraction of every point of frontier_points()."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,6 +198,6 @@ def plot_frontier(root, out) -> None:
 
 
 if __name__ == "__main__":
-    plot_frontier(Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent.parent / "figures"
+    plot_frontier(Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent.parent / "results"
                   / "frontier.png")
-    print("wrote figures/frontier.png")
+    print("wrote results/frontier.png")

@@ -4,15 +4,16 @@
     python bench/train_variant.py bf16_20ep epochs=20 cpu_bf16=True          # for example
 
 The configuration is the notebook's full preset (its config cell) with the overrides; any CFG key may be given
-(model: hidden, coupling, split, logit_alpha, scale_bound, spline_bins, spline_bound, layer_scale; training:
-epochs, lr, lr_schedule, batch_size, grad_clip, ...), and the bench-only keys of bench/common.py: train_noise and
-noise_anneal (Gaussian noise in logit space, annealed to 0 over the last epochs), cpu_bf16 (bfloat16 MLPs on a
-CPU), logit_alpha=None (no logit), and the MALA settings of --mala. The output holds the per-epoch curves and
+(model: hidden, split_seed, logit_alpha, scale_bound; training: epochs, lr, lr_schedule, batch_size, grad_clip, ...),
+and the bench-only keys of bench/common.py: the model variants coupling (affine, additive, spline), split (random,
+checkerboard, contiguous, evenodd), spline_bins, spline_bound and layer_scale (bench/variants.py), logit_alpha=None
+(no logit), train_noise and noise_anneal (Gaussian noise in logit space, annealed to 0 over the last epochs),
+cpu_bf16 (bfloat16 MLPs on a CPU), and the MALA settings of --mala. The output holds the per-epoch curves and
 seconds, the best validation epoch, the test bits/dim of that model and, with --quality, the sample measures at
 T = 1 (bench/samplers.py's measure_quality; after one Tweedie step too when the last epoch saw noise). Checkpoints
-go to <ckpt-dir>/NAME/<run folder>/ (bench.common.run_dir: the notebook's folder per run, the bench-only keys
-included), so a killed run resumes and other settings never touch its checkpoints. --quick uses the quick preset
-and writes into quick_run/ (results/runs/ and checkpoints/runs/ below it). A results file of the same NAME with
+go to <ckpt-dir>/NAME/<run folder>/ (bench.common.run_dir: the notebook's folder per run, the variant and bench-only
+keys included), so a killed run resumes and other settings never touch its checkpoints. --quick uses the quick
+preset and writes into quick_run/ (results/runs/ and checkpoints/runs/ below it). A results file of the same NAME with
 other settings is never overwritten: the script stops before training and says so. Errors are one line on stderr
 (exit status 2).
 """

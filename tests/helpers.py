@@ -1,4 +1,5 @@
-"""Shared test helpers: flows of the notebook's configuration, parameter perturbation, MNIST-like batches."""
+"""Shared test helpers: flows of the notebook's configuration (the notebook's model, and bench's variants of it),
+parameter perturbation, MNIST-like batches."""
 import functools
 
 import torch
@@ -21,6 +22,13 @@ def _model_kw() -> dict:
 def flow(lib, **changes):
     """NormalizingFlow of the notebook's configuration (its CFG, as the notebook builds it), some arguments changed."""
     return lib.NormalizingFlow(**{**_model_kw(), **changes})
+
+
+def variant_flow(**changes):
+    """bench's Flow of the notebook's configuration, some arguments changed: the notebook's model keys, and bench's
+    variant keys (coupling, split, spline_bins, spline_bound, layer_scale; at their defaults the notebook's model)."""
+    import bench.common
+    return bench.common.Flow(**{**_model_kw(), **changes})
 
 
 def perturb(model, std=0.05, seed=0):
@@ -46,9 +54,10 @@ def trained_like(model, seed=0):
             if isinstance(layer.s, torch.nn.Parameter):
                 layer.s.copy_(tau * (-1) ** i * (0.9 + 0.1 * torch.rand(784, generator=g)))
             bias = layer.net[-1].bias
-            if layer.coupling == "affine":             # raw = +-3c: log-scale = c tanh(3) = 0.995 c
+            coupling = getattr(layer, "coupling", "affine")     # the notebook's CouplingLayer names none: affine
+            if coupling == "affine":                   # raw = +-3c: log-scale = c tanh(3) = 0.995 c
                 bias[:392] = (sigma * (1 if i < 2 else -1) * 3 * layer.c).to(bias.dtype)
-            elif layer.coupling == "spline":
+            elif coupling == "spline":
                 noise = torch.randn(bias.shape, generator=g, dtype=torch.float64)
                 bias.add_(0.5 * noise.to(bias.dtype))
     return model

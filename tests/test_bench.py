@@ -75,7 +75,9 @@ def test_flow_is_the_notebook_model_outside_training(bench, cfg):
     lib = bench.lib
     torch.manual_seed(0)
     ours = perturb(make_flow(bench, cfg, hidden=16).double(), seed=1)
-    nb = lib.NormalizingFlow(**ours.kwargs).double()
+    assert ours.kwargs == {**{k: cfg[k] for k in lib.MODEL_KEYS}, "hidden": 16,
+                           **{k: bench.BENCH_DEFAULTS[k] for k in bench.BENCH_MODEL_KEYS}}
+    nb = lib.NormalizingFlow(**{k: ours.kwargs[k] for k in lib.MODEL_KEYS}).double()
     nb.load_state_dict(ours.state_dict())
     x = fake_batch(4, seed=2, dtype=torch.float64)
     ours.sigma, ours.noise_seed, ours.bf16 = 1.5, 7, True
@@ -120,6 +122,15 @@ def test_noise_schedule_and_run_folders(bench, cfg):
     assert len(dirs) == 6
     assert bench.run_dir("r", {**cfg, "train_noise": 1.0, "epochs": 7}) == bench.run_dir("r", {**cfg,
                                                                                                "train_noise": 1.0})
+    # the model variants: a folder each, and each other than the notebook's and than the bench-only keys' folders
+    variant_dirs = {bench.run_dir("r", {**cfg, **d}) for d in (
+        {"coupling": "spline"}, {"coupling": "spline", "spline_bins": 8}, {"coupling": "spline", "spline_bound": 5.0},
+        {"coupling": "additive"}, {"split": "checkerboard"}, {"layer_scale": False},
+        {"coupling": "spline", "train_noise": 1.0})}
+    assert len(variant_dirs) == 7 and not variant_dirs & dirs
+    assert bench.run_dir("r", {**cfg, "coupling": "affine"}) == lib.run_dir("r", cfg), "the defaults: the notebook's"
+    assert bench.run_dir("r", {**cfg, "coupling": "spline"}, adv=True) not in {
+        lib.run_dir("r", cfg, adv=True), bench.run_dir("r", {**cfg, "coupling": "spline"})}
 
 
 def test_noise_run_resumes_to_the_same_weights(bench, cfg, tmp_path):
@@ -164,6 +175,35 @@ def test_no_logit_flow_and_layer_scale_off(bench, cfg, tmp_path):
                           tmp_path / "best.pt")
     back, _ = bench.load_flow(tmp_path / "best.pt")
     assert torch.allclose(back.double().calc_likelihood(x), off.eval().calc_likelihood(x), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("variant", [{"coupling": "spline", "spline_bins": 3, "spline_bound": 6.0},
+                                     {"coupling": "additive", "split": "checkerboard", "layer_scale": False}])
+def test_variants_build_from_the_config_and_load_from_checkpoints(bench, cfg, tmp_path, variant):
+    """build_model({**config(), "coupling": "spline", ...}) builds bench/variants.py's layers; load_flow rebuilds
+    that variant from its checkpoint, and from one of an older notebook version (which wrote the variant keys into
+    model_kw itself, some of them missing: split_seed, spline_bins, spline_bound, layer_scale at their defaults)."""
+    from bench import variants
+    c = {**cfg, "hidden": 16, **variant}
+    model = perturb(bench.build_model(c), seed=8).eval()
+    cls = {"spline": variants.SplineCoupling, "additive": variants.AdditiveCoupling}[variant["coupling"]]
+    assert all(type(layer) is cls for layer in model.layers)
+    assert model.kwargs == {k: c[k] for k in (*bench.lib.MODEL_KEYS, *bench.BENCH_MODEL_KEYS)}
+    a, b = variants.make_halves(c["split"], c["split_seed"])
+    assert torch.equal(model.layers[0].idx_cond, a) and torch.equal(model.layers[1].idx_cond, b)
+    x = fake_batch(3, seed=9)
+    for name, model_kw in (("new", model.kwargs), ("old", {k: v for k, v in model.kwargs.items() if k in (
+            "hidden", "coupling", "split", "logit_alpha", "scale_bound")} | (
+            {"spline_bins": 3, "spline_bound": 6.0} if variant["coupling"] == "spline" else {"layer_scale": False}))):
+        bench.lib.atomic_save({"model": model.state_dict(), "model_kw": model_kw, "epoch": 1, "cfg": c},
+                              tmp_path / f"{name}.pt")
+        back, _ = bench.load_flow(tmp_path / f"{name}.pt")
+        assert back.kwargs == model.kwargs and all(type(layer) is cls for layer in back.layers), name
+        assert torch.equal(back.calc_likelihood(x), model.calc_likelihood(x)), name
+    with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
+        bad = {**model.kwargs, "coupling": "affine"}                    # the same weights as another variant: refused
+        bench.lib.atomic_save({"model": model.state_dict(), "model_kw": bad, "epoch": 1, "cfg": c}, tmp_path / "x.pt")
+        bench.load_flow(tmp_path / "x.pt")
 
 
 # --- bench's own code: the samplers and sample scores -------------------------------------------------------------
@@ -434,41 +474,6 @@ def test_profile_step_groups_the_step(tmp_path, coupling):
 
 # --- the README's tables and the committed results ----------------------------------------------------------------
 
-def test_readme_tables_are_the_results_files():
-    """The README's result tables are generated from results/*.json by tools/readme_tables.py; none is stale."""
-    p = subprocess.run([sys.executable, str(ROOT / "tools" / "readme_tables.py"), "--check"], capture_output=True,
-                       text=True, timeout=120)
-    assert p.returncode == 0, p.stdout + p.stderr
-
-
-def test_readme_tables_read_the_lean_notebooks_results(cfg):
-    """The lean notebook's results/metrics.json (its last cell's keys) gives the results table, with every number
-    from the file; the spline screen's table has one row per results file, each against the affine pair."""
-    from tools import readme_tables as rt
-    m = {"test_bpd": 1.71234, "test_nats": 3417.12, "val_bpd": 1.72346, "best_epoch": 99,
-         "curves": {"epoch": list(range(1, 101))}, "train_time_s": 2470.0, "wall_time_s": 3400.0, "device": "cpu",
-         "torch": "2.x", "threads": 2, "real_test_quality": {"confident": 0.971, "class_entropy": 0.999},
-         "real_test_nn_median": 4.43, "samples_T1": {"confident": 0.633, "class_entropy": 0.959, "nn_median": 5.41},
-         "temperatures": {"T1.0": {"confident": 0.633, "class_entropy": 0.959},
-                          "T0.6": {"confident": 0.551, "class_entropy": 0.9}},
-         "spline": {"test_bpd": 1.2861, "epochs": 16, "best_epoch": 16, "train_time_s": 1200.0,
-                    "samples_T1": {"confident": 0.58, "class_entropy": 0.93}},
-         "round_trip_max_error": 3e-6, "inverse_finite_10k": True, "quick": False,
-         "config": {k: cfg[k] for k in cfg if k in rt.studies().lib.CONFIG_KEYS}}
-    text = rt.results_lean(m)
-    for s in ("3417.1 nats per image = 1.7123 bits/dim", "1.7235 bits/dim (epoch 99 of 100)", "5,568,640 parameters",
-              "0.633 ± 0.015 classifier-confident", "T = 0.6: 0.551", "test **1.2861 bits/dim**", "41.2 min"):
-        assert s in text, s
-    assert "second model" not in text and "speckle" not in text
-    rows = rt.spline_screen().splitlines()[2:]
-    files = sorted((ROOT / "results" / "screening_spline").glob("*.json"))
-    assert len(rows) == len(files) and rows[0].startswith("| `affine_10ep` |")
-    for f in files:
-        r = json.loads(f.read_text())
-        row = next(x for x in rows if x.startswith(f"| `{f.stem}` |"))
-        assert f"| {r['test_bpd']:.4f} |" in row and f"{r['quality']['T1.0']['confident']:.3f} ±" in row
-
-
 def test_screening_commands_reproduce_their_configs():
     """Every screening run and the precision pair name a command that still parses with today's scripts and, with
     today's defaults, trains the config the run stored. Results written by older notebook versions are read as
@@ -476,8 +481,9 @@ def test_screening_commands_reproduce_their_configs():
     spline_bound) must have the value their version used implicitly (`later` below; spline keys only matter for
     spline runs); keys only they have (check_every, sampler_epochs,
     sampler_noise, temperatures of the removed study, ...) no longer configure a training run and are skipped;
-    the bench-only keys train_noise, noise_anneal and cpu_bf16 keep their meaning and are compared."""
-    from bench.common import BENCH_TRAIN_KEYS, config, lib, parse_overrides, run_dir
+    the bench-only keys train_noise, noise_anneal and cpu_bf16 keep their meaning and are compared, and so are the
+    model variant keys (coupling, split, spline_bins, spline_bound, layer_scale), now bench's too."""
+    from bench.common import BENCH_MODEL_KEYS, BENCH_TRAIN_KEYS, config, lib, parse_overrides, run_dir
     later = {"split_seed": 0, "data_seed": 1234, "val_noise_seed": 1, "test_noise_seed": 2,    # SPLIT_SEED, ...
              "train_noise": 0.0, "noise_anneal": 0}                # the old notebook's LATER_KEYS
     spline_only = ("spline_bins", "spline_bound")                 # irrelevant to the affine runs that lack them
@@ -493,7 +499,7 @@ def test_screening_commands_reproduce_their_configs():
         assert args[:3] == ["python", "bench/train_variant.py", f.stem], r["command"]
         cfg = {**base, **parse_overrides([a for a in args[3:] if "=" in a and not a.startswith("--")], base)}
         stored = r["config"]
-        for k in (*lib.TRAIN_KEYS, *BENCH_TRAIN_KEYS, "epochs"):
+        for k in (*lib.TRAIN_KEYS, *BENCH_MODEL_KEYS, *BENCH_TRAIN_KEYS, "epochs"):
             if k in stored:
                 assert cfg[k] == stored[k], (f.stem, k)
             elif k in later:

@@ -78,7 +78,7 @@ def test_phase2_keeps_its_last_epoch_and_the_critic_in_its_checkpoint(lib, cfg, 
     model, critic, run = phase2(lib, cfg, tmp_path / "p2", adv_epochs=2)
     assert run["best"]["epoch"] == 2 == run["hist"]["epoch"][-1], "phase 2 keeps the last epoch, not the best one"
     last = lib.load_checkpoint(tmp_path / "p2" / "last.pt")
-    assert {"critic", "opt_d", "zgen"} <= set(last)
+    assert {"critic", "opt_d", "gens"} <= set(last) and len(last["gens"]) == 2
     again = lib.Critic(cfg["critic_width"])
     again.load_state_dict(last["critic"])
     assert torch.equal(flat(again), flat(critic))
@@ -89,7 +89,7 @@ def test_phase2_has_its_own_run_folder(lib, cfg):
     """Phase 2's folder differs from phase 1's, hashes its start (phase 1's settings and epochs) and its own settings,
     but not its epochs: more epochs resume it."""
     p1, p2 = lib.run_dir("r", cfg), lib.run_dir("r", cfg, adv=True)
-    assert p1 != p2 and p2.name.startswith(f"{cfg['coupling']}_adv_")
+    assert p1 != p2 and p2.name.startswith("flow_adv_")
     assert lib.run_dir("r", {**cfg, "adv_epochs": 9}, adv=True) == p2
     for k, v in (("adv_weight", 2.0), ("critic_r1", 0.0), ("critic_width", 8), ("epochs", 99), ("lr", 1e-4)):
         assert lib.run_dir("r", {**cfg, k: v}, adv=True) != p2, k
@@ -121,9 +121,117 @@ def test_bad_phase2_settings_are_refused(lib, cfg, tmp_path):
 
 
 @pytest.mark.parametrize("coupling", ["additive", "spline"])
-def test_the_critic_fine_tunes_every_coupling(lib, cfg, coupling, tmp_path):
-    model, _, run = phase2(lib, cfg, tmp_path / coupling, coupling=coupling, adv_epochs=1)
+def test_the_critic_fine_tunes_the_studies_couplings(lib, cfg, coupling, tmp_path):
+    """The studies' variants (bench/) go through the notebook's own phase 2."""
+    from bench.common import Flow
+    torch.manual_seed(cfg["seed"])
+    model = Flow(**{k: cfg[k] for k in lib.MODEL_KEYS}, coupling=coupling)
+    torch.manual_seed(cfg["seed"])
+    critic = lib.Critic(cfg["critic_width"])
+    train_pix, val_pix = data()
+    run = lib.fit(model, train_pix, lib.dequantize(val_pix, 1), {**cfg, "adv_epochs": 1}, tmp_path, critic=critic,
+                  quiet=True)
     assert math.isfinite(run["hist"]["val_bpd"][0]) and model.kwargs["coupling"] == coupling
+
+
+# ---------------------------------------------------------------- phase 2's loss, computed independently
+def hand_written_phase2(lib, cfg, weight, epochs=1):
+    """Phase 2 written out here from the notebook's equation, step by step: for each batch of the data order of a
+    generator seeded with the seed, a critic step (Adam, critic_lr, betas 0.5, 0.999) on
+    softplus(-D(x)) + softplus(D(x~)) + r1/2 |grad_x D(x)|^2 with x~ = f^-1(z) held fixed, then one flow step (Adam,
+    adv_lr, betas 0.5, 0.999, gradients clipped) on  mean bpd(x) + W mean log(1 + exp(-D(f^-1(z)))), z from a
+    generator seeded with seed + 1. Returns (flow, critic)."""
+    model = new_model(lib, cfg)
+    torch.manual_seed(cfg["seed"])
+    critic = lib.Critic(cfg["critic_width"])
+    train_pix, _ = data()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["adv_lr"], betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=cfg["critic_lr"], betas=(0.5, 0.999))
+    gen, zgen = torch.Generator().manual_seed(cfg["seed"]), torch.Generator().manual_seed(cfg["seed"] + 1)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train_pix), generator=gen).split(cfg["batch_size"]):
+            x = lib.dequantize(train_pix[idx], gen)
+            z = torch.randn(len(x), lib.D, generator=zgen)
+            # change of variables, written out: log p(x) = log N(f(x); 0, I) + log|det|
+            fx, log_det = model(x)
+            log_px = -0.5 * (fx ** 2).sum(1) - 0.5 * lib.D * math.log(2 * math.pi) + log_det
+            bpd = (lib.D * math.log(256) - log_px) / (lib.D * math.log(2))
+            fake = model.inverse(z)
+            real = x.clone().requires_grad_(True)
+            d_real = critic(real)
+            grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            d_loss = (torch.log1p(torch.exp(-d_real)) + torch.log1p(torch.exp(critic(fake.detach())))).mean() \
+                + cfg["critic_r1"] / 2 * (grad ** 2).sum(1).mean()
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+            loss = bpd.mean() + weight * torch.log1p(torch.exp(-critic(fake))).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            opt.step()
+    return model, critic
+
+
+@pytest.mark.parametrize("weight", [0.5, 3.0])
+def test_phase2_steps_equal_the_equation_written_out(lib, cfg, tmp_path, weight):
+    """fit's phase 2 for a known batch order, critic and W against the hand-written loop above: a wrong weight, a
+    wrong sign, a detached adversarial term or a critic that trains on the flow's graph all change the weights."""
+    _, critic, _ = phase2(lib, cfg, tmp_path / "fit", adv_weight=weight, adv_epochs=1)
+    raw = lib.load_checkpoint(tmp_path / "fit" / "last.pt")["model"]
+    model, hand_critic = hand_written_phase2(lib, cfg, weight)
+    for k, v in model.state_dict().items():
+        assert torch.allclose(raw[k], v, atol=1e-6, rtol=1e-5), k
+    assert torch.allclose(flat(critic), flat(hand_critic), atol=1e-6, rtol=1e-5)
+    # the comparison has teeth: the same loop with another W, or with the term's sign flipped, ends elsewhere
+    other, _ = hand_written_phase2(lib, cfg, weight * 1.5)
+    flipped, _ = hand_written_phase2(lib, cfg, -weight)
+    for m in (other, flipped):
+        assert not all(torch.allclose(raw[k], v, atol=1e-6, rtol=1e-5) for k, v in m.state_dict().items())
+
+
+def test_hybrid_loss_is_bpd_plus_w_times_the_non_saturating_term(lib):
+    """Its value, and its gradient, which reaches the samples (the flow) and not only the critic."""
+    torch.manual_seed(0)
+    critic = lib.Critic(4)
+    fake = (torch.rand(6, lib.D) * 0.5 + 0.25).requires_grad_(True)
+    bpd = torch.tensor(1.7, requires_grad=True)
+    loss = lib.hybrid_loss(bpd, critic, fake, 2.5)
+    d = critic(fake).detach()
+    assert loss.item() == pytest.approx(1.7 + 2.5 * torch.log1p(torch.exp(-d)).mean().item(), rel=1e-6)
+    loss.backward()
+    assert bpd.grad.item() == pytest.approx(1.0)
+    fake2 = fake.detach().clone().requires_grad_(True)
+    (2.5 * torch.log1p(torch.exp(-critic(fake2))).mean()).backward()
+    assert fake.grad.abs().sum() > 0 and torch.allclose(fake.grad, fake2.grad, atol=1e-7)
+
+
+def test_the_critic_step_in_fit_moves_the_critic_and_not_the_flow(lib, cfg, tmp_path, monkeypatch):
+    """Around every critic step of fit's phase 2: the critic's weights change; the flow's weights and gradients
+    do not (its samples reach the critic detached)."""
+    seen, real_step = [], lib.critic_step
+    model_box = {}
+
+    def spy(critic, opt, real, fake, r1):
+        model = model_box["model"]
+        before = ([p.detach().clone() for p in model.parameters()],
+                  [None if p.grad is None else p.grad.clone() for p in model.parameters()], flat(critic))
+        out = real_step(critic, opt, real, fake, r1)
+        assert not fake.requires_grad
+        for p, v, g in zip(model.parameters(), before[0], before[1], strict=True):
+            assert torch.equal(p.detach(), v)
+            assert (p.grad is None) == (g is None) and (g is None or torch.equal(p.grad, g))
+        seen.append(not torch.equal(flat(critic), before[2]))
+        return out
+
+    monkeypatch.setattr(lib, "critic_step", spy)
+    cfg = {**cfg, "adv_weight": 1.0, "adv_epochs": 1}
+    model_box["model"] = model = new_model(lib, cfg)
+    torch.manual_seed(cfg["seed"])
+    train_pix, val_pix = data()
+    lib.fit(model, train_pix, lib.dequantize(val_pix, 1), cfg, tmp_path, critic=lib.Critic(cfg["critic_width"]),
+            quiet=True)
+    assert len(seen) == 3 and all(seen), seen
 
 
 def test_critic_step_lowers_its_loss_and_r1_is_its_gradient_penalty(lib):

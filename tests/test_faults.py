@@ -98,8 +98,8 @@ def test_damaged_checkpoint_is_named_with_the_fix(lib, one_epoch, tmp_path, dama
 def test_unknown_key_is_refused_with_the_closest_name(lib, full_cfg):
     with pytest.raises(ValueError, match=r"unknown key\(s\) 'hiden' \(did you mean 'hidden'\?\)"):
         lib.check_config({**full_cfg, "hiden": 32})
-    with pytest.raises(ValueError, match=r"'spline_bin' \(did you mean 'spline_bins'\?\), 'zzz'; "):
-        lib.check_config({**full_cfg, "spline_bin": 8, "zzz": 1})
+    with pytest.raises(ValueError, match=r"'adv_weigt' \(did you mean 'adv_weight'\?\), 'zzz'; "):
+        lib.check_config({**full_cfg, "adv_weigt": 8, "zzz": 1})
 
 
 def test_missing_key_is_named(lib, full_cfg):

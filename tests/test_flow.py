@@ -1,10 +1,17 @@
-"""The flow's mathematics: invertibility, log-determinants, likelihood, the spline, structure, sampling, bad input."""
+"""The flow's mathematics: invertibility, log-determinants, likelihood, the spline, structure, sampling, bad input.
+
+The notebook's model (affine couplings, random halves) is built as the notebook builds it, lib.NormalizingFlow; the
+variants it no longer holds (additive and spline couplings, the other halves, layer_scale off) are bench's, built
+by bench.common.Flow (helpers.variant_flow) from bench/variants.py."""
 import math
 
 import pytest
 import torch
-from helpers import fake_batch, flow, perturb, trained_like
+from helpers import fake_batch, flow, perturb, trained_like, variant_flow
 from torch import nn
+
+from bench import variants
+from bench.variants import rq_spline
 
 VARIANTS = [  # (coupling, split, logit_alpha)
     ("affine", "checkerboard", 1e-6),
@@ -16,10 +23,17 @@ VARIANTS = [  # (coupling, split, logit_alpha)
 ]
 
 
-def make(lib, coupling="affine", split="checkerboard", alpha=1e-6, hidden=32, dtype=torch.float32, seed=0,
+def build(lib, coupling="affine", split="random", **changes):
+    """The notebook's NormalizingFlow for its own coupling and halves (affine, random), else bench's Flow."""
+    if coupling == "affine" and split == "random":
+        return flow(lib, **changes)
+    return variant_flow(coupling=coupling, split=split, **changes)
+
+
+def make(lib, coupling="affine", split="random", alpha=1e-6, hidden=32, dtype=torch.float32, seed=0,
          trained=False):
     torch.manual_seed(seed)
-    model = flow(lib, hidden=hidden, coupling=coupling, split=split, logit_alpha=alpha).to(dtype)
+    model = build(lib, coupling, split, hidden=hidden, logit_alpha=alpha).to(dtype)
     return trained_like(model, seed=seed) if trained else perturb(model, seed=seed)
 
 
@@ -127,7 +141,7 @@ def test_untrained_flow_is_the_logit_alone(lib, coupling):
     """At initialisation every coupling is the identity (the spline too: zero outputs give equal bins and slope 1),
     so z is the logit of x and p(x) is a Gaussian pushed through the logit, written out here by hand."""
     a = 0.05
-    model = flow(lib, hidden=16, coupling=coupling, logit_alpha=a).double()
+    model = build(lib, coupling, hidden=16, logit_alpha=a).double()
     x = fake_batch(4, dtype=torch.float64)
     p = a + (1 - 2 * a) * x
     y = torch.log(p / (1 - p))
@@ -182,9 +196,9 @@ def test_smallest_logit_alpha_keeps_0_and_1_finite_in_float32(lib):
     assert torch.isfinite(model.calc_likelihood(torch.cat([x, torch.zeros(1, 784), torch.ones(1, 784)]))).all()
 
 
-# ---------------------------------------------------------------- the rational-quadratic spline
+# ---------------------------------------------------------------- the rational-quadratic spline (bench/variants.py)
 K, B = 4, 10.0
-SHIFT = math.log(math.expm1(1 - 1e-3))          # the notebook's offset: a zero derivative output gives slope 1
+SHIFT = math.log(math.expm1(1 - 1e-3))          # bench's offset: a zero derivative output gives slope 1
 
 
 def spline_params(n=3, width=50, seed=0, scale=1.5):
@@ -211,41 +225,42 @@ def spline_inputs(n=3, width=50, seed=1):
     return x
 
 
-def test_spline_is_the_identity_at_init(lib):
+def test_spline_is_the_identity_at_init():
+    assert (variants.MIN_BIN, variants.MIN_SLOPE) == (1e-3, 1e-3), "the minima these tests write out"
     x = torch.cat([spline_inputs(), torch.tensor([[-B, B, 0.0] + [3.0] * 47], dtype=torch.float64)])
-    y, ld = lib.rq_spline(x, torch.zeros(4, 3 * K - 1, 50, dtype=torch.float64), B)
+    y, ld = rq_spline(x, torch.zeros(4, 3 * K - 1, 50, dtype=torch.float64), B)
     assert torch.allclose(y, x, rtol=0, atol=1e-12) and torch.allclose(ld, torch.zeros(4, dtype=torch.float64),
                                                                        atol=1e-12)
 
 
-def test_spline_log_det_against_its_brute_force_jacobian_both_ways(lib):
+def test_spline_log_det_against_its_brute_force_jacobian_both_ways():
     params, x = spline_params(), spline_inputs()
-    y, ld = lib.rq_spline(x, params, B)
-    x_back, ld_inv = lib.rq_spline(y, params, B, inverse=True)
+    y, ld = rq_spline(x, params, B)
+    x_back, ld_inv = rq_spline(y, params, B, inverse=True)
     for i in range(len(x)):
-        fwd = torch.autograd.functional.jacobian(lambda v, i=i: lib.rq_spline(v[None], params[i:i + 1], B)[0][0],
+        fwd = torch.autograd.functional.jacobian(lambda v, i=i: rq_spline(v[None], params[i:i + 1], B)[0][0],
                                                  x[i])
         inv = torch.autograd.functional.jacobian(
-            lambda v, i=i: lib.rq_spline(v[None], params[i:i + 1], B, inverse=True)[0][0], y[i])
+            lambda v, i=i: rq_spline(v[None], params[i:i + 1], B, inverse=True)[0][0], y[i])
         assert torch.count_nonzero(fwd - torch.diag(fwd.diagonal())) == 0, "elementwise: a diagonal Jacobian"
         assert fwd.diagonal().min() > 0
         assert ld[i].item() == pytest.approx(torch.linalg.slogdet(fwd)[1].item(), rel=1e-10, abs=1e-10)
         assert ld_inv[i].item() == pytest.approx(torch.linalg.slogdet(inv)[1].item(), rel=1e-10, abs=1e-10)
 
 
-def test_spline_inverse_after_forward_and_forward_after_inverse(lib):
+def test_spline_inverse_after_forward_and_forward_after_inverse():
     params, x = spline_params(seed=2), spline_inputs(seed=3)
-    y, ld = lib.rq_spline(x, params, B)
+    y, ld = rq_spline(x, params, B)
     assert (y - x).abs().max() > 0.5, "a spline far from the identity"
-    back, ld_back = lib.rq_spline(y, params, B, inverse=True)
+    back, ld_back = rq_spline(y, params, B, inverse=True)
     assert torch.allclose(back, x, rtol=0, atol=1e-10) and torch.allclose(ld_back, -ld, rtol=0, atol=1e-10)
     y2 = spline_inputs(seed=4)                                         # outputs first
-    x2, ld2 = lib.rq_spline(y2, params, B, inverse=True)
-    again, ld_again = lib.rq_spline(x2, params, B)
+    x2, ld2 = rq_spline(y2, params, B, inverse=True)
+    again, ld_again = rq_spline(x2, params, B)
     assert torch.allclose(again, y2, rtol=0, atol=1e-10) and torch.allclose(ld_again, -ld2, rtol=0, atol=1e-10)
 
 
-def test_spline_on_its_knots_at_and_beyond_its_bound(lib):
+def test_spline_on_its_knots_at_and_beyond_its_bound():
     params = spline_params(n=2, width=K + 1, seed=5)
     xk, yk, d = spline_knots(params)
     # every knot, the two ends -B and B among them, exactly: y = y_k and the log-slope is log d_k
@@ -253,44 +268,44 @@ def test_spline_on_its_knots_at_and_beyond_its_bound(lib):
     p = params[:, :, :1].expand(-1, -1, K + 1).contiguous()
     xk, yk, d = spline_knots(p)
     x = torch.stack([xk[i].diagonal() for i in range(2)])
-    y, _ = lib.rq_spline(x, p, B)
+    y, _ = rq_spline(x, p, B)
     knots_y = torch.stack([yk[i].diagonal() for i in range(2)])
     assert torch.allclose(y, knots_y, rtol=0, atol=1e-12)
     assert y[:, 0].tolist() == [-B, -B] and y[:, -1].tolist() == [B, B]
     for j in range(K + 1):                             # the slope at knot j, pixel by pixel, by autograd
         v = x[:, j:j + 1].clone().requires_grad_()
-        one = lib.rq_spline(v, p[:, :, j:j + 1], B)[0]
+        one = rq_spline(v, p[:, :, j:j + 1], B)[0]
         (g,) = torch.autograd.grad(one.sum(), v)
         assert torch.allclose(g[:, 0], d[:, j, j], rtol=1e-9), j
         # and from both sides the spline is continuous there
         for side in (-1e-9, 1e-9):
-            near = lib.rq_spline(x[:, j:j + 1] + side, p[:, :, j:j + 1], B)[0]
+            near = rq_spline(x[:, j:j + 1] + side, p[:, :, j:j + 1], B)[0]
             assert torch.allclose(near, knots_y[:, j:j + 1], rtol=0, atol=1e-8)
     # beyond +-B: exactly the identity, log-det exactly 0
     far = torch.tensor([[-1e6, -B - 1e-9, -10.5, B + 1e-9, 12.0]], dtype=torch.float64)
-    y_far, ld_far = lib.rq_spline(far, params[:1, :, :1].expand(-1, -1, 5).contiguous(), B)
+    y_far, ld_far = rq_spline(far, params[:1, :, :1].expand(-1, -1, 5).contiguous(), B)
     assert torch.equal(y_far, far) and ld_far.item() == 0.0
-    x_far, ld_far = lib.rq_spline(far, params[:1, :, :1].expand(-1, -1, 5).contiguous(), B, inverse=True)
+    x_far, ld_far = rq_spline(far, params[:1, :, :1].expand(-1, -1, 5).contiguous(), B, inverse=True)
     assert torch.equal(x_far, far) and ld_far.item() == 0.0
 
 
-def test_spline_float32_inverse_is_as_good_as_its_conditioning_allows(lib):
+def test_spline_float32_inverse_is_as_good_as_its_conditioning_allows():
     """In float32 the inverse of a steep-and-flat spline loses what the rounding of y costs and no more: its error
     stays within twice that of the exact (float64) inverse of the same rounded y, and under 1e-4 for mild bins."""
     g = torch.Generator().manual_seed(8)
     for scale in (0.5, 2.0):
         params = (scale * torch.randn(32, 3 * K - 1, 392, generator=g)).float()
         x = 7 * torch.randn(32, 392, generator=g)
-        y, _ = lib.rq_spline(x, params, B)
-        back, _ = lib.rq_spline(y, params, B, inverse=True)
-        exact, _ = lib.rq_spline(y.double(), params.double(), B, inverse=True)
+        y, _ = rq_spline(x, params, B)
+        back, _ = rq_spline(y, params, B, inverse=True)
+        exact, _ = rq_spline(y.double(), params.double(), B, inverse=True)
         assert (back - x).abs().max() <= 2 * (exact - x.double()).abs().max() + 1e-5, scale
         if scale == 0.5:
             assert (back - x).abs().max() <= 1e-4
 
 
-def test_spline_agrees_with_nflows(lib):
-    """nflows' own rational-quadratic spline (Durkan et al.'s code), with the notebook's bins, bound and minima."""
+def test_spline_agrees_with_nflows():
+    """nflows' own rational-quadratic spline (Durkan et al.'s code), with bench's bins, bound and minima."""
     rq = pytest.importorskip("nflows.transforms.splines.rational_quadratic")
     params, x = spline_params(n=4, width=60, seed=6), spline_inputs(n=4, width=60, seed=7)
     t = params.transpose(1, 2)                                          # [N, n, 3K-1]
@@ -298,13 +313,13 @@ def test_spline_agrees_with_nflows(lib):
     for inverse in (False, True):
         ref, ref_ld = rq.unconstrained_rational_quadratic_spline(
             x, t[..., :K], t[..., K:2 * K], t[..., 2 * K:] + SHIFT, inverse=inverse, **kw)
-        out, ld = lib.rq_spline(x, params, B, inverse=inverse)
+        out, ld = rq_spline(x, params, B, inverse=inverse)
         assert torch.allclose(out, ref, rtol=0, atol=1e-9), inverse
         assert torch.allclose(ld, ref_ld.sum(1), rtol=0, atol=1e-8), inverse
 
 
 @pytest.mark.parametrize("bins", [1, 2, 3, 8])
-def test_spline_values_and_parameter_gradients_agree_with_nflows_for_any_bin_count(lib, bins):
+def test_spline_values_and_parameter_gradients_agree_with_nflows_for_any_bin_count(bins):
     """The bin k is chosen without gradient; the widths, heights and slopes that reach the output must carry it: the
     gradient of sum(y) + sum(log-det) with respect to the MLP's outputs matches nflows', both ways, for K bins."""
     rq = pytest.importorskip("nflows.transforms.splines.rational_quadratic")
@@ -314,7 +329,7 @@ def test_spline_values_and_parameter_gradients_agree_with_nflows_for_any_bin_cou
     kw = dict(tails="linear", tail_bound=B, min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3)
     for inverse in (False, True):
         p_ours, p_ref = params.clone().requires_grad_(), params.clone().requires_grad_()
-        out, ld = lib.rq_spline(x, p_ours, B, inverse=inverse)
+        out, ld = rq_spline(x, p_ours, B, inverse=inverse)
         t = p_ref.transpose(1, 2)                                       # [N, n, 3K-1]
         ref, ref_ld = rq.unconstrained_rational_quadratic_spline(
             x, t[..., :bins], t[..., bins:2 * bins], t[..., 2 * bins:] + SHIFT, inverse=inverse, **kw)
@@ -328,9 +343,17 @@ def test_spline_values_and_parameter_gradients_agree_with_nflows_for_any_bin_cou
 # ---------------------------------------------------------------- structure
 @pytest.mark.parametrize("coupling, per_pixel", [("affine", 2), ("additive", 1), ("spline", 3 * 4 - 1)])
 def test_structure(lib, full_cfg, coupling, per_pixel):
-    model = lib.NormalizingFlow(**{**{k: full_cfg[k] for k in lib.MODEL_KEYS}, "coupling": coupling})
+    if coupling == "affine":                                           # the notebook's model
+        model = lib.NormalizingFlow(**{k: full_cfg[k] for k in lib.MODEL_KEYS})
+        assert all(type(layer) is lib.CouplingLayer for layer in model.layers)
+    else:                                                              # bench's, a subclass of the notebook's layer
+        model = variant_flow(coupling=coupling)
+        cls = {"additive": variants.AdditiveCoupling, "spline": variants.SplineCoupling}[coupling]
+        assert all(type(layer) is cls for layer in model.layers) and issubclass(cls, variants.lib.CouplingLayer)
+        assert model.kwargs["coupling"] == coupling and model.kwargs["hidden"] == full_cfg["hidden"]
     assert len(model.layers) == 4
     for layer in model.layers:
+        assert getattr(layer, "coupling", "affine") == coupling and layer.outputs_per_pixel == per_pixel
         linears = [m for m in layer.net if isinstance(m, nn.Linear)]
         assert [type(m) for m in layer.net] == [nn.Linear, nn.ReLU] * 4 + [nn.Linear]
         assert linears[0].in_features == 392 and linears[0].out_features == full_cfg["hidden"]
@@ -348,28 +371,42 @@ def test_model_is_built_from_the_config_alone(lib, full_cfg):
     model = lib.NormalizingFlow(**kw)
     assert model.kwargs == kw
     assert lib.NormalizingFlow(**model.kwargs).state_dict().keys() == model.state_dict().keys()
-    a, b = lib.make_halves(full_cfg["split"], full_cfg["split_seed"])
+    a, b = lib.random_halves(full_cfg["split_seed"])
     assert torch.equal(model.layers[0].idx_cond, a) and torch.equal(model.layers[0].idx_trans, b)
 
 
-def test_layer_scale_off_has_no_s_parameters(lib):
-    on, off = flow(lib, hidden=16), flow(lib, hidden=16, layer_scale=False)
+def test_layer_scale_off_has_no_s_parameters():
+    on, off = variant_flow(hidden=16), variant_flow(hidden=16, layer_scale=False)
     assert sum(p.numel() for p in on.parameters()) - sum(p.numel() for p in off.parameters()) == 4 * 784
+    assert not any(n.endswith(".s") for n, _ in off.named_parameters()) and off.kwargs["layer_scale"] is False
+    # s stays in the state dict (a zero buffer), as older notebook versions kept it: their checkpoints load
+    assert off.state_dict().keys() == on.state_dict().keys()
     perturb(off, seed=3)
     assert all(torch.all(layer.s == 0) for layer in off.layers)
 
 
 @pytest.mark.parametrize("split", ["contiguous", "checkerboard", "evenodd", "random"])
-def test_halves_and_alternating_roles(lib, split):
-    a, b = lib.make_halves(split)
+def test_halves_and_alternating_roles(lib, full_cfg, split):
+    a, b = variants.make_halves(split, full_cfg["split_seed"])
     assert len(a) == len(b) == 392
     assert torch.equal(torch.sort(torch.cat([a, b])).values, torch.arange(784))
+    assert torch.equal(a, torch.sort(a).values) and torch.equal(b, torch.sort(b).values), "sorted, as nflows needs"
+    row, col = a // 28, a % 28
+    if split == "contiguous":                                          # the top 14 rows
+        assert torch.equal(a, torch.arange(392))
+    elif split == "checkerboard":
+        assert torch.all((row + col) % 2 == 0)
+    elif split == "evenodd":                                           # the even columns
+        assert torch.all(col % 2 == 0)
     model = make(lib, split=split)
     for i, layer in enumerate(model.layers):
         cond, trans = (a, b) if i % 2 == 0 else (b, a)
         assert torch.equal(layer.idx_cond, cond) and torch.equal(layer.idx_trans, trans)
-    if split == "random":
-        assert not torch.equal(lib.make_halves(split, 0)[0], lib.make_halves(split, 1)[0]), "split_seed is used"
+    if split == "random":                                              # the notebook's own halves
+        for seed in (0, 1):
+            assert all(map(torch.equal, variants.make_halves(split, seed), lib.random_halves(seed)))
+        assert not torch.equal(variants.make_halves(split, 0)[0], variants.make_halves(split, 1)[0]), \
+            "split_seed is used"
 
 
 @pytest.mark.parametrize("coupling", ["affine", "spline"])
@@ -386,11 +423,20 @@ def test_copied_half_is_only_scaled(lib, coupling):
         assert torch.equal(layer(h2)[0][:, c], out[:, c])
 
 
-def test_bad_split_or_coupling(lib):
-    with pytest.raises(ValueError, match="split"):
-        flow(lib, hidden=8, split="diagonal")
-    with pytest.raises(ValueError, match="coupling"):
-        flow(lib, hidden=8, coupling="quadratic")
+def test_bad_split_or_coupling():
+    with pytest.raises(ValueError, match=r"split must be one of \['random', 'checkerboard', 'contiguous', 'evenodd'\]"):
+        variant_flow(hidden=8, split="diagonal")
+    with pytest.raises(ValueError, match=r"coupling must be one of \['affine', 'additive', 'spline'\]"):
+        variant_flow(hidden=8, coupling="quadratic")
+
+
+def test_additive_coupling_is_a_shift_with_log_det_zero():
+    """NICE's coupling: h_B + t both ways, log-det 0; the flow's log-det is then the logit's and the s_i's alone."""
+    layer = variants.AdditiveCoupling(*variants.make_halves("evenodd"), hidden=8).double()
+    h, out = torch.randn(3, 392, dtype=torch.float64), torch.randn(3, 1, 392, dtype=torch.float64)
+    for inverse, sign in ((False, 1), (True, -1)):
+        new, log_det = layer.transform(h, out, inverse)
+        assert torch.equal(new, h + sign * out[:, 0]) and torch.equal(log_det, torch.zeros(3, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------- intermediates and sampling

@@ -1,12 +1,19 @@
-"""Write the README's result tables from results/*.json, so that no number in them is typed by hand.
+"""Write the generated tables of README.md and bench/README.md from results/, so that no number in them is typed
+by hand.
 
-    python tools/readme_tables.py            # rewrites every block <!-- table:NAME --> ... <!-- /table --> in README.md
-    python tools/readme_tables.py --check    # exit 1 if a block differs from what the results files give
-    python tools/readme_tables.py --print NAME   # print one table (any name of TABLES), whether or not README has it
+    python tools/readme_tables.py            # rewrites every block <!-- table:NAME --> ... <!-- /table --> in both
+    python tools/readme_tables.py --check    # exit 1 if a block of either file differs from what results/ gives
+    python tools/readme_tables.py --print NAME   # print one table (any name of TABLES), whether or not a file has it
 
-A table whose results file is missing is written as a one-line note saying which command produces it. A README
-block is marked `<!-- table:NAME -->` ... `<!-- /table -->`; the tables without a block yet (for example
-`spline_screen`, `spline_speed`) are printed by --print, and written once a block names them.
+README.md holds one block, `results` (the notebook's run, from results/metrics.json); bench/README.md holds the
+studies' tables (the critic study, the screens, the samplers, speed, the ablation). A block may stand in either
+file, and any name of TABLES may be placed in either. A table whose results file is missing is written as a
+one-line note saying which command produces it.
+
+results/metrics.json is read in every format the notebook has written: the first (with `sample_quality`), the lean
+notebook's (with `samples_T1`, `phase2` and config keys such as `coupling` and `split`), and the current one, whose
+config has no `coupling`, `split`, `spline_bins`, `spline_bound` or `layer_scale` (the affine coupling with random
+halves), whose `phase2` holds `checks` ({label: passed}) and which adds `layer_grid_confident`.
 """
 import json
 import re
@@ -17,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
+BENCH_README = ROOT / "bench" / "README.md"
+FILES = (README, BENCH_README)             # the files whose table blocks are generated
 
 
 def studies():
@@ -80,18 +89,31 @@ def se(p, n) -> float:
     return (p * (1 - p) / n) ** 0.5
 
 
+def n_params(c) -> int:
+    """The parameter count of the flow of config c, from its keys alone (the notebook's code of the day may not build
+    a flow of an older or newer config). Each of the 4 layers: a coupling MLP Linear(392, h), 3 × Linear(h, h),
+    Linear(h, 2 · 392) (log-scale and shift of the 392 transformed pixels), and s_i of 784 (unless layer_scale is off).
+    Only the affine coupling (the notebook's) is counted this way; another is built by bench's code."""
+    if c.get("coupling", "affine") != "affine":
+        from bench.common import build_model
+        return sum(p.numel() for p in build_model(c).parameters())
+    h, d = c["hidden"], 392
+    mlp = (d * h + h) + 3 * (h * h + h) + (h * 2 * d + 2 * d)
+    return 4 * (mlp + (2 * d if c.get("layer_scale", True) else 0))
+
+
 def results_lean(m) -> str:
     """The results table of the lean notebook's results/metrics.json (test_bpd, curves, samples_T1, spline, ...)."""
     c, q, real = m["config"], m["samples_T1"], m["real_test_quality"]
     curves = m["curves"]
-    n_params = studies().n_params(c)
-    halves = f"{c['split']} halves" + (f" (seed {c['split_seed']})" if c["split"] == "random" else "")
+    coupling, split = c.get("coupling", "affine"), c.get("split", "random")
+    halves = f"{split} halves" + (f" (seed {c['split_seed']})" if split == "random" and "split_seed" in c else "")
     rows = [("test log-likelihood", f"**{m['test_nats']:.1f} nats per image = {m['test_bpd']:.4f} bits/dim**"),
             ("validation (best epoch)", f"{m['val_bpd']:.4f} bits/dim (epoch {m['best_epoch']} of "
                                         f"{len(curves['epoch'])})"),
-            ("model", f"logit (α = {c['logit_alpha']}) + 4 {c['coupling']} couplings (log-scale bound c = "
+            ("model", f"logit (α = {c['logit_alpha']}) + 4 {coupling} couplings (log-scale bound c = "
                       f"{c['scale_bound']}), 5-Linear MLPs of width {c['hidden']}, {halves}, exp(s_i) per layer; "
-                      f"{n_params:,} parameters"),
+                      f"{n_params(c):,} parameters"),
             ("training", f"Adam {c['lr']}, {c['lr_schedule']} schedule (γ = {c['lr_gamma']}), batch {c['batch_size']}, "
                          f"clip {c['grad_clip']}, moving average of the weights: {c.get('ema_decay')}; "
                          f"{len(curves['epoch'])} epochs in {m['train_time_s'] / 60:.1f} min on {m['device']} "
@@ -113,14 +135,20 @@ def results_lean(m) -> str:
                      f"{se(cur['confident'], c['n_quality']):.3f} classifier-confident (p ≥ {c['confident_p']}), "
                      f"{cur['strict']:.3f} at p ≥ {c['strict_p']}; "
                      f"class entropy {cur['class_entropy']:.3f}; nearest training image {cur['nn_median']:.2f}"))
+        checks = p2.get("checks", p2.get("guards"))
+        if checks:
+            failed = [label for label, ok in checks.items() if not ok]
+            rows.append(("checks of phase 2", f"{len(checks) - len(failed)} of {len(checks)} passed"
+                         + (f"; failed: {'; '.join(failed)}" if failed else "")))
     if "temperatures" in m:
         rows.append(("temperatures (same latents)", "; ".join(f"T = {k.removeprefix('T')}: {t['confident']:.3f} "
                                                                f"(class entropy {t['class_entropy']:.3f})"
                                                                for k, t in m["temperatures"].items())))
     if "spline" in m:
         sp = m["spline"]
-        rows.append(("spline couplings (Appendix)", f"K = {c['spline_bins']} bins on [−{c['spline_bound']}, "
-                     f"{c['spline_bound']}], {sp['epochs']} epochs ({sp['train_time_s'] / 60:.1f} min, best epoch "
+        rows.append(("spline couplings (Appendix)", f"K = {c.get('spline_bins', '?')} bins on "
+                     f"[−{c.get('spline_bound', '?')}, {c.get('spline_bound', '?')}], {sp['epochs']} epochs "
+                     f"({sp['train_time_s'] / 60:.1f} min, best epoch "
                      f"{sp['best_epoch']}): test **{sp['test_bpd']:.4f} bits/dim**; samples "
                      f"{sp['samples_T1']['confident']:.3f} classifier-confident, class entropy "
                      f"{sp['samples_T1']['class_entropy']:.3f}"))
@@ -195,7 +223,7 @@ def noise_screen() -> str:
         recipe = [f"σ = {c.get('train_noise') or 0:g}"]
         if c.get("noise_anneal"):
             recipe.append(f"annealed to 0 over the last {c['noise_anneal']} epochs")
-        if c["split"] != "random":
+        if c.get("split", "random") != "random":
             recipe.append(f"{c['split']} halves")
         if c["logit_alpha"] is None:
             recipe.append("no logit (noise in pixel space)")
@@ -387,15 +415,19 @@ def main() -> None:
             sys.exit(f"--print NAME: NAME is one of {sorted(TABLES)}")
         print(TABLES[name[0]]())
         return
-    text = README.read_text()
-    new = render(text)
-    if "--check" in sys.argv:
-        if new != text:
+    stale = []
+    for path in FILES:
+        text = path.read_text()
+        new = render(text)
+        if "--check" in sys.argv:
             names = [m.group(2) for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new), strict=True)
                      if m.group(3) != n.group(3)]
-            sys.exit(f"README.md tables out of date: {names}; run python tools/readme_tables.py")
-        return
-    README.write_text(new)
+            if names:
+                stale.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {names}")
+        elif new != text:
+            path.write_text(new)
+    if stale:
+        sys.exit(f"tables out of date: {'; '.join(stale)}; run python tools/readme_tables.py")
 
 
 if __name__ == "__main__":
