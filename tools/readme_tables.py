@@ -373,7 +373,8 @@ def critic_screen() -> str:
         control = next((r for r in group.values() if r["config"]["adv_weight"] == 0), None)
         ctrl = {row["epoch"]: row["test_bpd"] for row in control["rows"]} if control else {}
         s0 = first["rows"][0]
-        rows.append((f"start: phase 1, {first['config']['coupling']}, {first['start_epoch']} epochs", "–", "–", "–", 0,
+        rows.append((f"start: phase 1, {first['config'].get('coupling', 'affine')}, {first['start_epoch']} epochs "
+                     f"(`{start}`)", "–", "–", "–", 0,
                      f"{s0['test_bpd']:.4f}", "–", f"{s0['confident']:.3f}", f"{s0['strict']:.3f}",
                      f"{s0['class_entropy']:.3f}", f"{s0['nn_median']:.2f}"))
         weight = {k: r["config"]["adv_weight"] for k, r in group.items()}
