@@ -25,19 +25,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--start", action="append", default=[], help="a phase-1 checkpoint to score as well")
     ap.add_argument("--threads", type=int, default=2, help="threads of the classifier's training")
     args = ap.parse_args(argv)
+    paths = {p: p for p in args.start}
+    for name in args.names:                      # every checkpoint is found before any data is read
+        found = sorted((ROOT / "checkpoints" / "screening_critic" / name).glob("*/best.pt"))
+        if len(found) != 1:
+            raise ValueError(f"study {name!r}: expected one checkpoints/screening_critic/{name}/*/best.pt, "
+                             f"found {len(found)}")
+        paths[name] = found[0]
     torch.set_num_threads(args.threads)
     cfg, device = config(), lib.pick_device()
     data = mnist(cfg, device)
     clf = classifier(cfg, data, ROOT / "checkpoints" / "screening_critic" / f"classifier_full_{args.threads}threads.pt",
                      device)
     train_ref = lib.from_uint8(data["train_pix"])
-    paths = {p: p for p in args.start}
-    for name in args.names:
-        found = sorted((ROOT / "checkpoints" / "screening_critic" / name).glob("*/best.pt"))
-        if len(found) != 1:
-            raise ValueError(f"study {name!r}: expected one checkpoints/screening_critic/{name}/*/best.pt, "
-                             f"found {len(found)}")
-        paths[name] = found[0]
     out = {"command": "python bench/critic_rescore.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "classifier_threads": args.threads, "rows": {}}
     for name, path in paths.items():

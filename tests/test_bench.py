@@ -631,3 +631,11 @@ def test_frontier_points_are_the_committed_results():
         assert ("notebook, phase 2 (critic)", p2["test_bpd"], p2["samples_T1"]["confident"], "notebook_critic") in pts
     critic = [json.loads(f.read_text()) for f in (ROOT / "results" / "screening_critic").glob("*.json")]
     assert sum(k == "critic" for *_, k in pts) == sum(r["config"]["adv_weight"] > 0 for r in critic)
+
+
+def test_critic_rescore_names_a_study_without_a_checkpoint(tmp_path):
+    """bench/critic_rescore.py refuses a study it cannot find before it reads any data, and writes nothing."""
+    from bench import critic_rescore
+    with pytest.raises(ValueError, match=r"study 'no_such_study': expected one checkpoints/screening_critic/"):
+        critic_rescore.main([str(tmp_path / "out.json"), "no_such_study"])
+    assert not (tmp_path / "out.json").exists()
