@@ -259,3 +259,26 @@ def test_no_committed_output_holds_an_absolute_path():
         hit = absolute.search(text)
         assert not hit, f"{f.relative_to(ROOT)}: {text[max(0, hit.start() - 60):hit.end() + 40]}"
     assert absolute.search('"--out-dir /work/main/results"') and not absolute.search("results/screening_critic")
+
+
+def test_critic_screen_charges_each_run_against_the_control_with_its_flow_learning_rate(tmp_path, monkeypatch):
+    """Two controls (W = 0) from one start, at two flow learning rates: a run's likelihood cost is read against the
+    control with its own learning rate, so a change of learning rate is not counted as the critic's cost."""
+    from tools import readme_tables as rt
+    folder = tmp_path / "results" / "screening_critic"
+    folder.mkdir(parents=True)
+
+    def study(name, w, lr, bpd):
+        rows = [{"epoch": e, "test_bpd": b, "confident": 0.6, "strict": 0.4, "class_entropy": 0.97, "nn_median": 5.0}
+                for e, b in enumerate([1.70, bpd])]
+        cfg = {"adv_weight": w, "adv_lr": lr, "critic_lr": 2e-4, "critic_r1": 1.0, "critic_width": 32}
+        (folder / f"{name}.json").write_text(json.dumps({"start": "s.pt", "start_epoch": 60, "config": cfg,
+                                                         "rows": rows, "real_test_nn_median": 4.4}))
+    study("a_control_slow", 0.0, 1e-4, 1.69)
+    study("b_control_fast", 0.0, 2e-4, 1.68)
+    study("slow", 2.0, 1e-4, 1.74)
+    study("fast", 2.0, 2e-4, 1.73)
+    monkeypatch.setattr(rt, "ROOT", tmp_path)
+    text = rt.critic_screen()
+    assert "| `slow` | 2 | 0.0001 | 0.0002 | 1 | 32 | 1 | 1.7400 | +0.0500 |" in text, text
+    assert "| `fast` | 2 | 0.0002 | 0.0002 | 1 | 32 | 1 | 1.7300 | +0.0500 |" in text, text

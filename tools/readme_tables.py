@@ -361,7 +361,8 @@ def sampler_options() -> str:
 def critic_screen() -> str:
     """The critic study (results/screening_critic/, bench/critic_study.py): per start model (phase 1 of the notebook's
     recipe, affine or spline), its epoch 0 once, then per run every second epoch and the last; the likelihood cost
-    against the control run (W = 0) from the same start at the same epoch."""
+    against the control run (W = 0) from the same start at the same epoch, with the same flow learning rate where
+    there is one."""
     folder = ROOT / "results" / "screening_critic"
     runs = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))}
     if not runs:
@@ -370,11 +371,14 @@ def critic_screen() -> str:
     for start in sorted({r["start"] for r in runs.values()}, key=lambda p: ("spline" in p, p)):
         group = {k: r for k, r in runs.items() if r["start"] == start}
         first = next(iter(group.values()))
-        control = next((r for r in group.values() if r["config"]["adv_weight"] == 0), None)
-        ctrl = {row["epoch"]: row["test_bpd"] for row in control["rows"]} if control else {}
+        controls = [r for r in group.values() if r["config"]["adv_weight"] == 0]
+        ctrl = {}                             # {flow lr: {epoch: the control's test bits/dim}}
+        for lr in {r["config"]["adv_lr"] for r in group.values()}:
+            same = next((r for r in controls if r["config"]["adv_lr"] == lr), controls[0] if controls else None)
+            ctrl[lr] = {row["epoch"]: row["test_bpd"] for row in same["rows"]} if same else {}
         s0 = first["rows"][0]
         rows.append((f"start: phase 1, {first['config'].get('coupling', 'affine')}, {first['start_epoch']} epochs "
-                     f"(`{start}`)", "–", "–", "–", 0,
+                     f"(`{start}`)", "–", "–", "–", "–", "–", 0,
                      f"{s0['test_bpd']:.4f}", "–", f"{s0['confident']:.3f}", f"{s0['strict']:.3f}",
                      f"{s0['class_entropy']:.3f}", f"{s0['nn_median']:.2f}"))
         weight = {k: r["config"]["adv_weight"] for k, r in group.items()}
@@ -385,14 +389,17 @@ def critic_screen() -> str:
             for row in r["rows"][1:]:
                 if row["epoch"] % 2 and row["epoch"] != last:
                     continue
-                vs = row["test_bpd"] - ctrl[row["epoch"]] if row["epoch"] in ctrl and c["adv_weight"] else None
+                vs = (row["test_bpd"] - ctrl[c["adv_lr"]][row["epoch"]]
+                      if row["epoch"] in ctrl[c["adv_lr"]] and c["adv_weight"] else None)
                 rows.append((f"`{name}`" + (" (control)" if c["adv_weight"] == 0 else ""), f"{c['adv_weight']:g}",
-                             f"{c['critic_r1']:g}", c["critic_width"], row["epoch"], f"{row['test_bpd']:.4f}",
+                             f"{c['adv_lr']:g}", f"{c['critic_lr']:g}", f"{c['critic_r1']:g}", c["critic_width"],
+                             row["epoch"], f"{row['test_bpd']:.4f}",
                              "–" if vs is None else f"{vs:+.4f}", f"{row['confident']:.3f}", f"{row['strict']:.3f}",
                              f"{row['class_entropy']:.3f}", f"{row['nn_median']:.2f}"))
         notes.append(first["real_test_nn_median"])
     real = notes[0]
-    return table(["run", "W", "r1", "critic width", "epoch", "test bits/dim", "vs control", "p ≥ 0.9", "p ≥ 0.99",
+    return table(["run", "W", "flow lr", "critic lr", "r1", "critic width", "epoch", "test bits/dim", "vs control",
+                  "p ≥ 0.9", "p ≥ 0.99",
                   "class entropy", "nearest-image median"], rows) + (
         f"\n\nReal test images' nearest-image median: {real:.2f}; the guard asks at least {0.8 * real:.2f}.")
 
