@@ -351,6 +351,24 @@ def test_nearest_distance_against_brute_force(lib):
     assert torch.allclose(got, brute, atol=1e-4) and got[3] < 1e-3
 
 
+def test_no_copies_check_sees_a_few_copies_that_the_median_hides(lib):
+    """The check reads the closest 1 % of samples too: 2 % exact copies of training images fail it."""
+    real = {"nn_median": 4.4, "nn_p01": 1.2}
+    ok = {"class_entropy": 0.99, "nn_median": 4.5, "nn_p01": 1.4}
+    copies = {**ok, "nn_p01": 0.0}
+    (_, (_, passed, _)), = [(w, v) for w, v in lib.sample_checks(ok, real, False).items() if "copies" in w]
+    assert passed
+    (_, (_, passed, verdict)), = [(w, v) for w, v in lib.sample_checks(copies, real, False).items() if "copies" in w]
+    assert not passed and "FAILS" in verdict
+    g = torch.Generator().manual_seed(0)
+    ref, x = torch.rand(100, 784, generator=g), torch.rand(200, 784, generator=g)
+    x[:4] = ref[:4]                                                   # 2 % copies
+    clf = lib.DigitClassifier().eval()
+    cfg = {"confident_p": 0.9, "strict_p": 0.99}
+    q = lib.measure(x, clf, lib.from_uint8(lib.to_uint8(ref)), cfg)
+    assert q["nn_p01"] < 0.05 and q["nn_median"] > 5                 # cdist rounds a distance of 0 up a little
+
+
 def test_classifier_weights_come_from_its_generator(lib):
     pix, y = torch.randint(0, 256, (8, 784), dtype=torch.uint8), torch.arange(8)
 

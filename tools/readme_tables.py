@@ -127,14 +127,16 @@ def results_lean(m) -> str:
                                                   f"{real['class_entropy']:.3f}")]
     if "phase2" in m:
         p2, cur = m["phase2"], m["phase2"]["samples_T1"]
-        rows.insert(1, ("after phase 2 (critic, the final model)", f"**{p2['test_nats']:.1f} nats per image = "
+        rows.insert(1, ("after phase 2 (a copy tuned with the critic)", f"**{p2['test_nats']:.1f} nats per image = "
                         f"{p2['test_bpd']:.4f} bits/dim** ({p2['test_bpd'] - m['test_bpd']:+.4f}), W = "
                         f"{c['adv_weight']}, r1 = {c['critic_r1']}, critic width {c['critic_width']}, {p2['epochs']} "
                         f"epochs in {p2['train_time_s'] / 60:.1f} min"))
         rows.append(("samples at T = 1 after phase 2", f"{cur['confident']:.3f} ± "
                      f"{se(cur['confident'], c['n_quality']):.3f} classifier-confident (p ≥ {c['confident_p']}), "
                      f"{cur['strict']:.3f} at p ≥ {c['strict_p']}; "
-                     f"class entropy {cur['class_entropy']:.3f}; nearest training image {cur['nn_median']:.2f}"))
+                     f"class entropy {cur['class_entropy']:.3f}; nearest training image {cur['nn_median']:.2f}"
+                     + (f" (closest 1 %: {cur['nn_p01']:.2f}, real test images {real['nn_p01']:.2f})"
+                        if "nn_p01" in cur else "")))
         checks = p2.get("checks", p2.get("guards"))
         if checks:
             failed = [label for label, ok in checks.items() if not ok]
@@ -153,7 +155,7 @@ def results_lean(m) -> str:
                      f"{sp['samples_T1']['confident']:.3f} classifier-confident, class entropy "
                      f"{sp['samples_T1']['class_entropy']:.3f}"))
     if "round_trip_max_error" in m:
-        rows.append(("checks of the trained model", f"x → z → x on 1,000 test images: largest error "
+        rows.append(("checks of the trained models", f"x → z → x on 1,000 test images: largest error "
                      f"{m['round_trip_max_error']:.1e}; inverse of 10,000 latents all finite: "
                      f"{m.get('inverse_finite_10k')}"))
     out = table(["quantity", "value"], rows)
