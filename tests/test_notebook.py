@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tools.nbload import CONFIG_MARK, NOTEBOOK, code_cells, is_lib
-from tools.run_notebook import run
+from tools.run_notebook import coalesce_in_order, run
 
 ROOT = NOTEBOOK.parent
 MAX_CODE_LINES, MAX_BEFORE_RESULT, MAX_OUTPUT_LINES = 700, 200, 60
@@ -288,6 +288,20 @@ def test_report_order(nb):
     assert pos == sorted(pos), heads
 
 
+def test_a_result_printed_after_a_progress_bar_stays_below_it():
+    """nbclient's own coalescing moves stdout ahead of stderr; the runner keeps the order and collapses the bar."""
+    def stream(name, text):
+        return nbformat.v4.new_output("stream", name=name, text=text)
+    outs = [stream("stderr", "\r  0%|   | 0/2"), stream("stderr", "\r 50%|#  | 1/2"),
+            stream("stderr", "\r100%|## | 2/2\n"), stream("stdout", "test: 1.72 bits/dim\n"),
+            nbformat.v4.new_output("display_data", data={"text/plain": "x"}),
+            stream("stdout", "done\n")]
+    got = coalesce_in_order(outs)
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in got] == [
+        ("stream", "stderr", "100%|## | 2/2\n"), ("stream", "stdout", "test: 1.72 bits/dim\n"),
+        ("display_data", None, None), ("stream", "stdout", "done\n")]
+
+
 # ---------------------------------------------------------------- the committed, executed notebook
 def test_committed_notebook_has_no_failing_verdict_and_fits_the_limits(executed):
     check_report(executed)
@@ -354,7 +368,7 @@ def test_nearest_distance_against_brute_force(lib):
 def test_no_copies_check_sees_a_few_copies_that_the_median_hides(lib):
     """The check reads the closest 1 % of samples too: 2 % exact copies of training images fail it."""
     real = {"nn_median": 4.4, "nn_p01": 1.2}
-    ok = {"class_entropy": 0.99, "nn_median": 4.5, "nn_p01": 1.4}
+    ok = {"class_entropy": 0.99, "digit_counts": [100] * 10, "nn_median": 4.5, "nn_p01": 1.4}
     copies = {**ok, "nn_p01": 0.0}
     (_, (_, passed, _)), = [(w, v) for w, v in lib.sample_checks(ok, real, False).items() if "copies" in w]
     assert passed

@@ -119,7 +119,7 @@ def results_lean(m) -> str:
                          f"{len(curves['epoch'])} epochs in {m['train_time_s'] / 60:.1f} min on {m['device']} "
                          f"({m['threads']} threads, torch {m['torch']}); the whole notebook "
                          f"{m['wall_time_s'] / 60:.1f} min"),
-            (f"samples at T = 1 ({c['n_quality']:,}, classifier-scored)",
+            (f"samples, z ~ N(0, I) ({c['n_quality']:,}, classifier-scored)",
              f"{q['confident']:.3f} ± {se(q['confident'], c['n_quality']):.3f} classifier-confident (top class p ≥ "
              f"{c['confident_p']}), class entropy {q['class_entropy']:.3f}; median distance to the nearest training "
              f"image {q['nn_median']:.2f} (real test images {m['real_test_nn_median']:.2f})"),
@@ -131,7 +131,7 @@ def results_lean(m) -> str:
                         f"{p2['test_bpd']:.4f} bits/dim** ({p2['test_bpd'] - m['test_bpd']:+.4f}), W = "
                         f"{c['adv_weight']}, r1 = {c['critic_r1']}, critic width {c['critic_width']}, {p2['epochs']} "
                         f"epochs in {p2['train_time_s'] / 60:.1f} min"))
-        rows.append(("samples at T = 1 after phase 2", f"{cur['confident']:.3f} ± "
+        rows.append(("samples after phase 2 (same latents)", f"{cur['confident']:.3f} ± "
                      f"{se(cur['confident'], c['n_quality']):.3f} classifier-confident (p ≥ {c['confident_p']}), "
                      f"{cur['strict']:.3f} at p ≥ {c['strict_p']}; "
                      f"class entropy {cur['class_entropy']:.3f}; nearest training image {cur['nn_median']:.2f}"
