@@ -396,15 +396,13 @@ def speckle(x, bright=0.5) -> float:
     return ((b > 0) & (neighbours == 0)).sum(dim=(1, 2, 3)).double().mean().item()
 
 
-def score_samples(k, clf, train_ref, threshold) -> dict:
-    """The notebook's sample measures of uint8 samples k [n, 784] (confident, class entropy, digit counts), bench's
-    speckle, the largest predicted class's share (a collapse guard) and the distance to the nearest image of
-    train_ref: its median and its 1st percentile (the closest 1 %, as the notebook's no-copies check reads it)."""
+def score_samples(k, clf, train_ref, cfg) -> dict:
+    """The notebook's sample measures (`measure`: the shares at cfg's confident_p and strict_p, class entropy, digit
+    counts, the distance to the nearest image of train_ref) of uint8 samples k [n, 784], with bench's speckle and the
+    largest predicted class's share (a collapse guard)."""
     x = lib.from_uint8(k).to(train_ref.device)
-    probs, dist = lib.predict_probs(clf, x), lib.nearest_distance(x, train_ref)
-    return {**lib.sample_quality(probs, threshold), "speckle": speckle(x),
-            "top_class_share": torch.bincount(probs.argmax(dim=1), minlength=10).max().item() / len(k),
-            "nn_median": dist.median().item(), "nn_p01": dist.quantile(0.01).item()}
+    q = lib.measure(x, clf, train_ref, cfg)
+    return {**q, "speckle": speckle(x), "top_class_share": max(q["digit_counts"]) / len(k)}
 
 
 def write_json(path, obj) -> None:

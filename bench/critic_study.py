@@ -50,9 +50,7 @@ def scores(model, clf, data, train_ref, cfg) -> tuple:
     """(row of measures, uint8 samples [n, 784]) of a model: test bits/dim and the classifier's reading of its
     samples at T = 1, at p >= confident_p and at p >= strict_p."""
     k = lib.to_uint8(model.sample(cfg["n_quality"], generator=torch.Generator().manual_seed(cfg["sample_seed"])))
-    row = score_samples(k, clf, train_ref, cfg["confident_p"])
-    probs = lib.predict_probs(clf, lib.from_uint8(k).to(train_ref.device))
-    row["strict"] = (probs.max(dim=1).values >= cfg["strict_p"]).double().mean().item()
+    row = score_samples(k, clf, train_ref, cfg)
     row["test_bpd"] = lib.bits_per_dim(lib.evaluate(model, data["test_x"], cfg["eval_batch"]))
     return row, k.cpu()
 

@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     rows = {}
 
     def add(name, k, **extra):
-        rows[name] = {**score_samples(k, clf, train_ref, cfg["confident_p"]), **extra}
+        rows[name] = {**score_samples(k, clf, train_ref, cfg), **extra}
         r = rows[name]
         print(f"{name:28s} confident {r['confident']:.3f}  entropy {r['class_entropy']:.3f}  largest class "
               f"{r['top_class_share']:.2f}  nn {r['nn_median']:.2f}", flush=True)

@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
         def scored(m, **kw):        # classifier measures of n_quality samples at T = 1, always from the same latents
             k, _ = measure_quality(m, clf, 1.0, cfg["n_quality"], cfg["sample_seed"], threshold=cfg["confident_p"],
                                    **kw)
-            return score_samples(k, clf, train_ref, cfg["confident_p"])
+            return score_samples(k, clf, train_ref, cfg)
         sigma_end = noise_sigma(cfg, cfg["epochs"])      # the noise of the last epoch (0 once annealed)
         out["quality"] = {"T1.0": scored(model)}
         out["nn_median_real_test"] = lib.nearest_distance(
@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
         for beta in cfg["tempered_betas"] if args.mala else ():    # MALA towards p(x)^beta from the same latents
             k, rate = draw(model, latents(cfg, device), sigma_end, beta=beta, cfg=cfg)
             out.setdefault("quality_mala", {})[f"beta{beta}"] = {
-                **score_samples(k, clf, train_ref, cfg["confident_p"]), "acceptance": rate, "steps": cfg["mala_steps"]}
+                **score_samples(k, clf, train_ref, cfg), "acceptance": rate, "steps": cfg["mala_steps"]}
         if cfg.get("ema_decay"):      # the raw weights of the last epoch, scored the same way, beside the average's
             raw, _ = load_flow(ckpt / "last.pt", device)
             out["quality_raw_last"] = {"T1.0": scored(raw)}

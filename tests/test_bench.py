@@ -248,7 +248,7 @@ def test_speckle_and_score_samples(bench):
             return 20 * torch.nn.functional.one_hot((x.mean(1) * 40).long().clamp(0, 9), 10).float()
     k = torch.zeros(10, 784, dtype=torch.uint8)
     k[:6, :100] = 255                                # 6 images of one class, 4 of another
-    r = bench.score_samples(k, Stub(), bench.lib.from_uint8(k[[0, 9]]), 0.9)
+    r = bench.score_samples(k, Stub(), bench.lib.from_uint8(k[[0, 9]]), {"confident_p": 0.9, "strict_p": 0.99})
     assert r["top_class_share"] == 0.6 and sorted(r["digit_counts"])[-2:] == [4, 6] and r["confident"] == 1.0
     assert r["nn_median"] == r["nn_p01"] == 0.0 and r["class_entropy"] == pytest.approx(
         -(0.6 * math.log(0.6) + 0.4 * math.log(0.4)) / math.log(10))
